@@ -1,0 +1,301 @@
+"""Import and export of annotation interchange formats, one module per format.
+
+- coco.py      COCO instances JSON (compressed RLE or polygons); export with --split and
+               --copy-images; import of RLE (compressed / uncompressed) and polygons
+- labelme.py   labelme JSON; also the shape <-> Instance conversion of the project's own files
+- labelmap.py  integer label images (Cellpose, StarDist, ImageJ): each value > 0 = one instance
+
+Rules shared by every importer (this module holds the common machinery):
+
+- Validate everything first, then write: an importer parses every file, decodes every
+  mask, checks sizes, labels and paths, and reads the header of every image it would
+  add, before it changes the project. Bad input raises a MaskLoopError naming the file
+  and field, and the project stays as it was.
+- Imported annotations are ground truth: item status "reviewed", instance source
+  "imported". With as_predictions=True: status "predicted", source "model".
+- Instances are added to an item's existing ones; an instance with the same MaskLoop id,
+  or with the same label and the very same pixels as an existing one, replaces / is
+  skipped, so importing the same file twice changes nothing.
+- Paths inside imported files (COCO file_name, labelme imagePath) resolve relative to the
+  dataset folder and must stay inside it ("../", absolute paths -> FormatError), unless
+  the entry names a project item by its MaskLoop id (MaskLoop's own exports do).
+
+Nothing here loads Qt or torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+
+from ..annotations import Instance, ItemAnnotation
+from ..errors import FormatError, ImageReadError, MaskLoopError
+from ..jobs import check, report
+
+FORMATS = ("coco", "labelme", "labelmap")
+EXPORT_FORMATS = ("coco", "labelme")
+#: file extensions an importer may add to a project as plain 2-D images
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
+
+
+@dataclass
+class ImportReport:
+    """What an import did (or, when it raised, would have done: nothing)."""
+
+    format: str
+    files: int = 0                 # annotation files read
+    items_added: int = 0           # images added to the project
+    items_updated: int = 0         # items whose annotation file was written
+    instances: int = 0             # instances added
+    labels_added: list = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)   # reason -> count
+
+    def summary(self) -> str:
+        parts = [f"imported {self.instances} instance(s) into {self.items_updated} item(s)"]
+        if self.items_added:
+            parts.append(f"added {self.items_added} image(s)")
+        if self.labels_added:
+            parts.append(f"new label(s): {', '.join(self.labels_added)}")
+        if self.skipped:
+            parts.append("skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())))
+        return "; ".join(parts)
+
+
+@dataclass
+class ExportReport:
+    format: str
+    files: list = field(default_factory=list)       # JSON files written
+    images: int = 0                                 # image entries / labelme files
+    annotations: int = 0                            # instances written
+    copied_images: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        s = (f"exported {self.annotations} instance(s) of {self.images} image(s) to "
+             + ", ".join(str(f) for f in self.files))
+        if self.copied_images:
+            s += f"; wrote {self.copied_images} image file(s)"
+        if self.skipped:
+            s += "; skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items()))
+        return s
+
+
+# --- JSON ------------------------------------------------------------------------------
+
+def read_json(path, what: str = "JSON"):
+    """Parse a JSON file; errors name the file and the line."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(f"{what} file not found", path) from None
+    except IsADirectoryError:
+        raise FormatError(f"expected a {what} file, found a folder", path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"not UTF-8 text ({e.reason} at byte {e.start})", path) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FormatError(f"malformed JSON: {e.msg}", path, f"line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise FormatError("malformed JSON: nested too deeply", path) from None
+
+
+# --- paths -------------------------------------------------------------------------------
+
+def contained_path(base, rel: str, path=None, field: Optional[str] = None) -> Path:
+    """`rel` (posix or Windows separators) joined to `base`; FormatError when it is absolute
+    or leads outside `base` ("../")."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise FormatError("must be a non-empty file name", path, field)
+    posix = rel.replace("\\", "/")
+    if PurePosixPath(posix).is_absolute() or PureWindowsPath(rel).drive or posix.startswith("/"):
+        raise FormatError(f"absolute path {rel!r} not allowed; file names must be relative to the "
+                          f"dataset folder {base}", path, field)
+    base = Path(os.path.abspath(base))
+    joined = Path(os.path.normpath(base / posix))
+    try:
+        joined.relative_to(base)
+    except ValueError:
+        raise FormatError(f"{rel!r} leads outside the dataset folder {base}; import a folder that "
+                          f"contains both the annotations and their images", path, field) from None
+    return joined
+
+
+# --- matching files to project items ---------------------------------------------------------
+
+class ItemIndex:
+    """Finds project items by MaskLoop id, by resolved source path (+ slice) or by file name."""
+
+    def __init__(self, project) -> None:
+        self.project = project
+        self.by_path: dict = {}
+        self.by_name: dict = {}
+        for it in project.items:
+            src = project.sources[it.source]
+            p = project.source_path(src)
+            if src.kind == "dicom_series" and src.files:
+                f = p / src.files[it.slice]
+                self.by_path[(_norm(f), 0)] = it
+                self.by_name.setdefault(f.name, []).append(it)
+            self.by_path[(_norm(p), it.slice)] = it
+            if src.n_slices == 1:
+                self.by_name.setdefault(p.name, []).append(it)
+
+    def by_id(self, item_id) -> Optional[object]:
+        if not isinstance(item_id, str):
+            return None
+        return self.project._by_id.get(item_id) if hasattr(self.project, "_by_id") else \
+            next((it for it in self.project.items if it.id == item_id), None)
+
+    def find(self, file_path: Optional[Path], slice_index: int = 0) -> Optional[object]:
+        if file_path is None:
+            return None
+        return self.by_path.get((_norm(file_path), int(slice_index)))
+
+    def find_name(self, name: str) -> list:
+        return list(self.by_name.get(name, []))
+
+
+def _norm(p) -> str:
+    try:
+        return os.path.normcase(str(Path(p).resolve()))
+    except OSError:
+        return os.path.normcase(os.path.abspath(p))
+
+
+class NewImages:
+    """Images an import will add: probed (header only) during validation, added after."""
+
+    def __init__(self) -> None:
+        self.paths: dict[str, Path] = {}     # normalised -> path
+        self.shapes: dict[str, tuple] = {}   # normalised -> (height, width)
+
+    def probe(self, file_path: Path, path=None, field: Optional[str] = None) -> tuple[int, int]:
+        """(height, width) of a plain 2-D image that would be added; errors name the
+        annotation file and field that refer to it."""
+        key = _norm(file_path)
+        if key in self.shapes:
+            return self.shapes[key]
+        from .. import imageio
+        if not Path(file_path).is_file():
+            raise ImageReadError(f"image {str(file_path)!r} not found", path, field)
+        try:
+            sources = imageio.probe(file_path)
+        except MaskLoopError as e:
+            raise ImageReadError(f"image {str(file_path)!r} cannot be read ({e.message})", path, field) from None
+        if len(sources) != 1 or sources[0].n_slices != 1:
+            raise ImageReadError(f"image {str(file_path)!r} is a stack or series; add it with "
+                                 f"'maskloop add' first", path, field)
+        hw = (int(sources[0].height), int(sources[0].width))
+        self.paths[key] = Path(file_path)
+        self.shapes[key] = hw
+        return hw
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def add_to(self, project, progress=None, cancel=None) -> dict:
+        """Add the probed images; returns normalised path -> Item."""
+        if not self.paths:
+            return {}
+        project.add(list(self.paths.values()), progress=progress, cancel=cancel)
+        index = ItemIndex(project)
+        out = {}
+        for key, p in self.paths.items():
+            it = index.find(p, 0)
+            if it is None:  # pragma: no cover - project.add guarantees it
+                raise ImageReadError("image was not added to the project", p)
+            out[key] = it
+        return out
+
+
+# --- writing merged annotations ------------------------------------------------------------------
+
+def merge_instances(ann: ItemAnnotation, new: Sequence[Instance], skipped: Counter) -> int:
+    """Append `new` to `ann` (in place): same id replaces, same label + same pixels is skipped.
+    Returns the number of instances added or replaced."""
+    n = 0
+    for inst in new:
+        pos = next((k for k, o in enumerate(ann.instances) if o.id == inst.id), None)
+        if pos is not None:
+            ann.instances[pos] = inst
+            n += 1
+            continue
+        if any(o.label == inst.label and o.bbox == inst.bbox and np.array_equal(o.mask, inst.mask)
+               for o in ann.instances):
+            skipped["duplicate (already in the project)"] += 1
+            continue
+        ann.instances.append(inst)
+        n += 1
+    return n
+
+
+def apply_import(project, updates: dict, report_: ImportReport, *, status: str,
+                 new_labels: Iterable[str] = (), new_images: Optional[NewImages] = None,
+                 progress=None, cancel=None) -> ImportReport:
+    """Phase two of an import (everything already validated): add labels and images,
+    then merge and save the annotations.
+
+    `updates` maps an item id, or ("new", normalised image path) for an image about to
+    be added, to its list of instances.
+    """
+    check(cancel)
+    for name in new_labels:
+        if name not in project.labels:
+            project.labels.add(name)
+            report_.labels_added.append(name)
+    added = {}
+    if new_images is not None and len(new_images):
+        added = new_images.add_to(project, cancel=cancel)
+        report_.items_added = len(added)
+    total = len(updates)
+    for k, (key, insts) in enumerate(updates.items()):
+        report(progress, k, total, "saving annotations")
+        item_id = added[key[1]].id if isinstance(key, tuple) else key
+        ann = project.load_annotation(item_id)
+        report_.instances += merge_instances(ann, insts, report_.skipped)
+        ann.status = status
+        project.save_annotation(ann)
+        report_.items_updated += 1
+    project.save()
+    report(progress, total, total, "")
+    return report_
+
+
+# --- splits ---------------------------------------------------------------------------------------
+
+def split_ids(ids: Sequence[str], fraction: float, seed: int = 0) -> tuple[list, list]:
+    """Reproducible train/val split: the same ids, fraction and seed give the same split
+    whatever their order. Both parts keep the input order."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"split fraction must be between 0 and 1, got {fraction}")
+    ordered = sorted(ids)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(ordered))
+    n_train = int(round(fraction * len(ordered)))
+    if len(ordered) >= 2:
+        n_train = min(max(n_train, 1), len(ordered) - 1)
+    train = {ordered[i] for i in perm[:n_train]}
+    return [i for i in ids if i in train], [i for i in ids if i not in train]
+
+
+def selected_items(project, only_reviewed: bool = False, items: Optional[Iterable[str]] = None) -> list:
+    """The items an export covers, in project order."""
+    chosen = project.items
+    if items is not None:
+        wanted = set(items)
+        for i in wanted:
+            project.item(i)  # ProjectError for unknown ids
+        chosen = [it for it in chosen if it.id in wanted]
+    if only_reviewed:
+        st = project.statuses()
+        chosen = [it for it in chosen if st.get(it.id) == "reviewed"]
+    return list(chosen)

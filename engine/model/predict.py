@@ -1,0 +1,573 @@
+"""Predictor: a warm Mask R-CNN that turns raw images into model Instances.
+
+- Loads a MaskLoop checkpoint once (or wraps a built model) and keeps it on the device.
+  Device order for "auto": CUDA, MPS, CPU.
+- The image is normalised once by the model's policy (engine.model.normalize), then run
+  at native resolution; images larger than a tile are cut into overlapping tiles and
+  the instances are merged across the seams: detections that touch an interior tile
+  edge are pieces, pieces of one object seen by neighbouring tiles are joined, pieces
+  of an object that another tile sees whole are dropped, and duplicates in overlaps
+  are removed by mask overlap on the full-image grid.
+- Masks are pasted into their box only (never one full-image float mask per
+  detection), so 1000+ instances per image cost little memory.
+- On CUDA: inference_mode, autocast (bf16 where supported, else fp16), channels_last,
+  tiles batched. On CPU: fp32, conv+BatchNorm fused, no upscaling.
+- `predict_items` writes results into a Project: status "predicted" (also when nothing
+  was found), reviewed items are never overwritten, progress and cancel per item.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from ..annotations import Instance, ItemAnnotation
+from ..errors import CheckpointError, LabelError, MaskLoopError
+from ..jobs import CancelToken, ProgressFn, check, report
+from .build import check_labels, load_checkpoint, model_from_checkpoint, set_detections_per_img, unwrap
+from .normalize import normalize, validate_policy
+
+DEFAULT_TILE = 1024
+EDGE_MARGIN = 2          # px: a mask this close to an interior tile edge is a cut piece
+DUP_IOU = 0.5            # complete detections from two tiles with this mask IoU are one object
+DUP_COVER = 0.8          # ... or when this much of the smaller one lies inside the other
+PIECE_IOU = 0.4          # pieces from two tiles whose masks agree this well in the shared region join
+PIECE_COVERED = 0.5      # a piece this much inside a whole detection from another tile is dropped
+
+
+# --------------------------------------------------------------------------------------
+# devices
+# --------------------------------------------------------------------------------------
+
+def resolve_device(name: Any = "auto") -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; 'cuda', 'cuda:1', 'mps', 'cpu' are checked."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise MaskLoopError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)", field="device") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MaskLoopError("CUDA was asked for but is not available on this machine (use --device cpu)",
+                                field="device")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise MaskLoopError(f"no CUDA device {dev.index} (this machine has {torch.cuda.device_count()})",
+                                field="device")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise MaskLoopError("MPS was asked for but is not available on this machine", field="device")
+    elif dev.type != "cpu":
+        raise MaskLoopError(f"unsupported device {name!r}", field="device")
+    return dev
+
+
+def amp_dtype(device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for inference on this device (None: fp32)."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# conv + BatchNorm fusion (inference only)
+# --------------------------------------------------------------------------------------
+
+def _fused(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
+    w = conv.weight.detach()
+    mean, var = bn.running_mean.detach(), bn.running_var.detach()
+    gamma, beta = bn.weight.detach(), bn.bias.detach()
+    eps = getattr(bn, "eps", 1e-5)
+    inv = gamma / torch.sqrt(var + eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    fused.weight.data.copy_(w * inv.reshape(-1, 1, 1, 1))
+    b = conv.bias.detach() if conv.bias is not None else torch.zeros_like(mean)
+    fused.bias.data.copy_((b - mean) * inv + beta)
+    fused.to(device=w.device, dtype=w.dtype)
+    return fused
+
+
+def _is_bn(m: nn.Module) -> bool:
+    from torchvision.ops.misc import FrozenBatchNorm2d
+    return isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))
+
+
+def fuse_conv_bn(model: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm that follows a conv into the conv (in place).
+
+    Handles torchvision's ResNet blocks (convN/bnN, downsample) and Sequentials
+    (Conv2dNormActivation in the v2 heads). Returns the number of fused pairs.
+    """
+    n = 0
+    for module in list(model.modules()):
+        # named pairs: conv1/bn1, conv2/bn2, ...
+        for k in range(1, 4):
+            conv, bn = getattr(module, f"conv{k}", None), getattr(module, f"bn{k}", None)
+            if isinstance(conv, nn.Conv2d) and bn is not None and _is_bn(bn):
+                setattr(module, f"conv{k}", _fused(conv, bn))
+                setattr(module, f"bn{k}", nn.Identity())
+                n += 1
+        if isinstance(module, nn.Sequential):
+            children = list(module._modules.items())
+            for (ka, a), (kb, b) in zip(children, children[1:]):
+                if isinstance(a, nn.Conv2d) and _is_bn(b):
+                    module._modules[ka] = _fused(a, b)
+                    module._modules[kb] = nn.Identity()
+                    n += 1
+    return n
+
+
+# --------------------------------------------------------------------------------------
+# masks: paste into the box only (the same geometry as torchvision's paste_masks_in_image)
+# --------------------------------------------------------------------------------------
+
+def _expand_boxes(boxes: np.ndarray, scale: float) -> np.ndarray:
+    w_half = (boxes[:, 2] - boxes[:, 0]) * 0.5 * scale
+    h_half = (boxes[:, 3] - boxes[:, 1]) * 0.5 * scale
+    x_c = (boxes[:, 2] + boxes[:, 0]) * 0.5
+    y_c = (boxes[:, 3] + boxes[:, 1]) * 0.5
+    out = np.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half], axis=1)
+    return np.trunc(out).astype(np.int64)  # torch .to(int64) truncates toward zero
+
+
+def paste_in_box(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: int,
+                 threshold: float = 0.5) -> list[tuple[np.ndarray, int, int]]:
+    """(N, M, M) mask probabilities + (N, 4) boxes -> [(bool crop, x0, y0)] clipped to the image.
+
+    Same sampling as torchvision's paste_masks_in_image (1-px padding, expanded box,
+    bilinear resize), but each mask only covers its box.
+    """
+    n = len(boxes)
+    if n == 0:
+        return []
+    M = mask_probs.shape[-1]
+    scale = (M + 2.0) / M
+    padded = np.zeros((n, M + 2, M + 2), np.float32)
+    padded[:, 1:-1, 1:-1] = mask_probs
+    eb = _expand_boxes(boxes.astype(np.float32), scale)
+    out = []
+    for k in range(n):
+        bx0, by0, bx1, by1 = (int(v) for v in eb[k])
+        w, h = max(bx1 - bx0 + 1, 1), max(by1 - by0 + 1, 1)
+        x_0, x_1 = max(bx0, 0), min(bx1 + 1, width)
+        y_0, y_1 = max(by0, 0), min(by1 + 1, height)
+        if x_1 <= x_0 or y_1 <= y_0:
+            out.append((np.zeros((0, 0), bool), 0, 0))
+            continue
+        m = cv2.resize(padded[k], (w, h), interpolation=cv2.INTER_LINEAR)
+        crop = m[y_0 - by0:y_1 - by0, x_0 - bx0:x_1 - bx0] >= threshold
+        out.append((crop, x_0, y_0))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# tiles and seams
+# --------------------------------------------------------------------------------------
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of `tile` px covering `length` with at least `overlap` px overlap."""
+    if length <= tile:
+        return [0]
+    step = max(1, tile - overlap)
+    n = int(math.ceil((length - tile) / step)) + 1
+    # spread the tiles evenly so every overlap is >= `overlap`
+    return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles as (x0, y0, x1, y1), row by row."""
+    th, tw = min(tile, height), min(tile, width)
+    return [(x, y, x + tw, y + th) for y in tile_starts(height, tile, overlap)
+            for x in tile_starts(width, tile, overlap)]
+
+
+class _Cand:
+    """A detection of one tile on the full-image grid."""
+
+    __slots__ = ("inst", "tile", "rect", "cut", "box", "area")
+
+    def __init__(self, inst: Instance, tile: int, rect, cut: bool):
+        self.inst, self.tile, self.rect, self.cut = inst, tile, rect, cut
+        self.box = (inst.x0, inst.y0, inst.x0 + inst.width, inst.y0 + inst.height)
+        self.area = inst.area
+
+
+def _inter(a: Instance, b: Instance, rect=None) -> int:
+    """Pixels set in both a and b (optionally only inside rect = (x0, y0, x1, y1))."""
+    x0, y0 = max(a.x0, b.x0), max(a.y0, b.y0)
+    x1, y1 = min(a.x0 + a.width, b.x0 + b.width), min(a.y0 + a.height, b.y0 + b.height)
+    if rect is not None:
+        x0, y0, x1, y1 = max(x0, rect[0]), max(y0, rect[1]), min(x1, rect[2]), min(y1, rect[3])
+    if x1 <= x0 or y1 <= y0:
+        return 0
+    ma = a.mask[y0 - a.y0:y1 - a.y0, x0 - a.x0:x1 - a.x0]
+    mb = b.mask[y0 - b.y0:y1 - b.y0, x0 - b.x0:x1 - b.x0]
+    return int(np.count_nonzero(ma & mb))
+
+
+def _area_in(a: Instance, rect) -> int:
+    x0, y0 = max(a.x0, rect[0]), max(a.y0, rect[1])
+    x1, y1 = min(a.x0 + a.width, rect[2]), min(a.y0 + a.height, rect[3])
+    if x1 <= x0 or y1 <= y0:
+        return 0
+    return int(np.count_nonzero(a.mask[y0 - a.y0:y1 - a.y0, x0 - a.x0:x1 - a.x0]))
+
+
+def _rect_and(r, s):
+    x0, y0, x1, y1 = max(r[0], s[0]), max(r[1], s[1]), min(r[2], s[2]), min(r[3], s[3])
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _xyxy(inst: Instance) -> tuple[int, int, int, int]:
+    return (inst.x0, inst.y0, inst.x0 + inst.width, inst.y0 + inst.height)
+
+
+def _boxes_meet(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _cross_tile_pairs(cands: list[_Cand], tiles: list) -> Iterable[tuple[int, int, tuple]]:
+    """(i, j, shared_rect) for candidates of two different, overlapping tiles whose boxes
+    meet inside the region both tiles cover."""
+    by_tile: dict[int, list[int]] = {}
+    for i, c in enumerate(cands):
+        by_tile.setdefault(c.tile, []).append(i)
+    keys = sorted(by_tile)
+    for ai, ta in enumerate(keys):
+        for tb in keys[ai + 1:]:
+            shared = _rect_and(tiles[ta], tiles[tb])
+            if shared is None:
+                continue
+            ia = [i for i in by_tile[ta] if _boxes_meet(cands[i].box, shared)]
+            ib = [j for j in by_tile[tb] if _boxes_meet(cands[j].box, shared)]
+            if not ia or not ib:
+                continue
+            ba = np.array([cands[i].box for i in ia]).reshape(-1, 4)
+            bb = np.array([cands[j].box for j in ib]).reshape(-1, 4)
+            meet = ((ba[:, None, 0] < bb[None, :, 2]) & (bb[None, :, 0] < ba[:, None, 2]) &
+                    (ba[:, None, 1] < bb[None, :, 3]) & (bb[None, :, 1] < ba[:, None, 3]))
+            for p, q in zip(*np.nonzero(meet)):
+                yield ia[p], ib[q], shared
+
+
+def merge_tiles(per_tile: Sequence[Sequence[Instance]], tiles: Sequence[tuple], height: int, width: int,
+                edge_margin: int = EDGE_MARGIN) -> list[Instance]:
+    """Merge detections of overlapping tiles (Instances already on the full-image grid).
+
+    1. A detection whose mask comes within `edge_margin` px of an interior tile edge (an
+       edge that is not the image border) is a *piece*; others are *whole*.
+    2. Whole detections from different tiles that are the same object (mask IoU >= 0.5
+       or >= 80 % of the smaller inside the other) are deduplicated, best score kept.
+    3. Pieces from different tiles that agree in the region both tiles cover
+       (IoU there >= 0.4) are joined into one instance (union of the masks).
+    4. A (joined) piece mostly inside a whole detection from another tile is dropped.
+    Detections of one tile are never merged with each other (the model's NMS did that).
+    """
+    cands: list[_Cand] = []
+    for t, insts in enumerate(per_tile):
+        tx0, ty0, tx1, ty1 = tiles[t]
+        for inst in insts:
+            x0, y0, x1, y1 = inst.x0, inst.y0, inst.x0 + inst.width, inst.y0 + inst.height
+            cut = ((tx0 > 0 and x0 - tx0 <= edge_margin) or (tx1 < width and tx1 - x1 <= edge_margin) or
+                   (ty0 > 0 and y0 - ty0 <= edge_margin) or (ty1 < height and ty1 - y1 <= edge_margin))
+            cands.append(_Cand(inst, t, tiles[t], cut))
+    if not cands:
+        return []
+    n = len(cands)
+    dup: dict[int, list[int]] = {}
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    covered_by: dict[int, list[int]] = {}  # piece -> whole detections it lies inside
+    for i, j, shared in _cross_tile_pairs(cands, list(tiles)):
+        a, b = cands[i], cands[j]
+        inter = _inter(a.inst, b.inst)
+        if inter == 0:
+            continue
+        if not a.cut and not b.cut:
+            union = a.area + b.area - inter
+            if inter / union >= DUP_IOU or inter / max(1, min(a.area, b.area)) >= DUP_COVER:
+                dup.setdefault(i, []).append(j)
+                dup.setdefault(j, []).append(i)
+        elif a.cut and b.cut:
+            ia, ib = _area_in(a.inst, shared), _area_in(b.inst, shared)
+            inter_s = _inter(a.inst, b.inst, shared)
+            if ia and ib and inter_s / (ia + ib - inter_s) >= PIECE_IOU:
+                ra, rb = find(i), find(j)
+                if ra != rb:
+                    parent[ra] = rb
+        else:
+            piece, whole = (i, j) if a.cut else (j, i)
+            if inter / max(1, cands[piece].area) >= PIECE_COVERED:
+                covered_by.setdefault(piece, []).append(whole)
+
+    def score(c: _Cand) -> float:
+        return c.inst.score if c.inst.score is not None else 1.0
+
+    # 2. whole detections: greedy by score over the duplicate graph
+    kept_whole: set[int] = set()
+    for i in sorted((i for i in range(n) if not cands[i].cut), key=lambda i: -score(cands[i])):
+        if not any(j in kept_whole for j in dup.get(i, ())):
+            kept_whole.add(i)
+    # 3./4. pieces: join by group, drop groups lying inside a kept whole detection
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        if cands[i].cut:
+            groups.setdefault(find(i), []).append(i)
+    out: list[Instance] = [cands[i].inst for i in kept_whole]
+    for members in groups.values():
+        if any(w in kept_whole for m in members for w in covered_by.get(m, ())):
+            # the object is whole in another tile: drop the group when most of it is inside
+            joined = _join([cands[m].inst for m in members]) if len(members) > 1 else cands[members[0]].inst
+            wholes = {w for m in members for w in covered_by.get(m, ()) if w in kept_whole}
+            if any(_inter(joined, cands[w].inst) / max(1, joined.area) >= PIECE_COVERED for w in wholes):
+                continue
+            out.append(joined)
+            continue
+        out.append(_join([cands[m].inst for m in members]) if len(members) > 1 else cands[members[0]].inst)
+    out.sort(key=lambda inst: -(inst.score if inst.score is not None else 1.0))
+    return out
+
+
+def _join(parts: list[Instance]) -> Instance:
+    best = max(parts, key=lambda p: (p.score if p.score is not None else 1.0, p.area))
+    x0, y0 = min(p.x0 for p in parts), min(p.y0 for p in parts)
+    x1, y1 = max(p.x0 + p.width for p in parts), max(p.y0 + p.height for p in parts)
+    m = np.zeros((y1 - y0, x1 - x0), bool)
+    for p in parts:
+        m[p.y0 - y0:p.y0 - y0 + p.height, p.x0 - x0:p.x0 - x0 + p.width] |= p.mask
+    return best.copy(mask=m, x0=x0, y0=y0)
+
+
+# --------------------------------------------------------------------------------------
+# the predictor
+# --------------------------------------------------------------------------------------
+
+class Predictor:
+    """A model loaded once and kept warm on its device.
+
+    model: a MaskLoop checkpoint path, a loaded checkpoint dict, or (with
+    Predictor.from_model) a built nn.Module plus its label names and normalisation.
+    """
+
+    def __init__(self, model: Any, device: Any = "auto", *, batch_size: Optional[int] = None,
+                 tile: int = DEFAULT_TILE, overlap: Optional[int] = None, max_detections: int = 1000,
+                 amp: bool = True, channels_last: Optional[bool] = None, fuse: bool = True,
+                 expected_labels=None, run: Optional[str] = None):
+        if isinstance(model, (str, Path)):
+            ckpt = load_checkpoint(model)
+        elif isinstance(model, dict):
+            ckpt = model
+        else:
+            raise TypeError("Predictor takes a checkpoint path or dict; use Predictor.from_model for a module")
+        if expected_labels is not None:
+            check_labels(ckpt, expected_labels)
+        net = model_from_checkpoint(ckpt)
+        path = ckpt.get("_path")
+        if run is None:
+            run = ckpt.get("run") or (Path(path).parent.name if path else None)
+        self._setup(net, list(ckpt["label_names"]), ckpt["normalization"], device, run=run,
+                    batch_size=batch_size, tile=tile, overlap=overlap, max_detections=max_detections,
+                    amp=amp, channels_last=channels_last, fuse=fuse)
+        self.path = path
+        self.arch = ckpt["arch"]
+        self.metrics = dict(ckpt.get("metrics") or {})
+
+    @classmethod
+    def from_model(cls, model: nn.Module, label_names: Sequence[str], normalization: dict, device: Any = "auto",
+                   *, run: Optional[str] = None, copy_model: bool = True, **kw) -> "Predictor":
+        """Wrap a built model (e.g. during training) without a checkpoint file.
+
+        The model is deep-copied unless copy_model=False (fusion and device moves then
+        change the caller's model)."""
+        self = cls.__new__(cls)
+        net = unwrap(model)
+        if copy_model:
+            net = copy.deepcopy(net)
+        self._setup(net, list(label_names), normalization, device, run=run, **kw)
+        self.path = None
+        self.arch = (getattr(net, "maskloop_config", None) or {}).get("arch")
+        self.metrics = {}
+        return self
+
+    def _setup(self, net, label_names, normalization, device, *, run, batch_size=None, tile=DEFAULT_TILE,
+               overlap=None, max_detections=1000, amp=True, channels_last=None, fuse=True):
+        self.device = resolve_device(device)
+        self.label_names = list(label_names)
+        self.normalization = validate_policy(normalization)
+        self.run = run
+        self.tile = int(tile) if tile else 0
+        self.overlap = int(overlap) if overlap is not None else max(32, self.tile // 8)
+        if self.tile and self.overlap >= self.tile:
+            raise ValueError(f"tile overlap {self.overlap} must be smaller than the tile {self.tile}")
+        self.max_detections = int(max_detections)
+        self.amp_dtype = amp_dtype(self.device) if amp else None
+        self.channels_last = (self.device.type == "cuda") if channels_last is None else bool(channels_last)
+        if batch_size is None:
+            batch_size = 4 if self.device.type == "cuda" else 1
+        self.batch_size = max(1, int(batch_size))
+        net.eval()
+        if hasattr(net, "roi_heads") and hasattr(net, "rpn"):
+            set_detections_per_img(net, self.max_detections)
+        tr = getattr(net, "transform", None)
+        self._crop_paste = tr is not None and hasattr(tr, "paste_full_masks")
+        if self._crop_paste:
+            tr.paste_full_masks = False
+        if fuse:
+            fuse_conv_bn(net)
+        net.to(self.device)
+        if self.channels_last:
+            net.to(memory_format=torch.channels_last)
+            if tr is not None and hasattr(tr, "channels_last"):
+                tr.channels_last = True
+        self.model = net
+        self.last_timing: dict = {}
+
+    # -- inference --------------------------------------------------------------------
+    def _forward(self, batch: list[torch.Tensor]) -> list[dict]:
+        with torch.inference_mode():
+            if self.amp_dtype is not None:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                    return self.model(batch)
+            return self.model(batch)
+
+    def _to_instances(self, out: dict, th: int, tw: int, ox: int, oy: int, mask_threshold: float) -> list[Instance]:
+        boxes = out["boxes"].float().cpu().numpy()
+        scores = out["scores"].float().cpu().numpy()
+        labels = out["labels"].cpu().numpy()
+        if "mask_probs" in out:
+            crops = paste_in_box(out["mask_probs"][:, 0].float().cpu().numpy(), boxes, th, tw, mask_threshold)
+        else:  # a module that pastes full masks (N, 1, H, W)
+            full = out["masks"][:, 0].float().cpu().numpy() if len(boxes) else np.zeros((0, th, tw), np.float32)
+            crops = []
+            for m in full:
+                inst = Instance.from_full_mask(m >= mask_threshold, "x")
+                crops.append((inst.mask, inst.x0, inst.y0) if inst is not None else (np.zeros((0, 0), bool), 0, 0))
+        res = []
+        for (crop, x0, y0), s, lab in zip(crops, scores, labels):
+            if crop.size == 0 or not crop.any():
+                continue
+            k = int(lab) - 1
+            if not 0 <= k < len(self.label_names):
+                continue
+            inst = Instance(mask=crop, x0=x0 + ox, y0=y0 + oy, label=self.label_names[k], score=float(s),
+                            source="model", model=self.run)
+            res.append(inst.tight())
+        return res
+
+    def predict(self, image: np.ndarray, *, score_threshold: float = 0.5, tile: Optional[int] = None,
+                overlap: Optional[int] = None, progress: Optional[ProgressFn] = None,
+                cancel: Optional[CancelToken] = None, mask_threshold: float = 0.5,
+                min_area: int = 1) -> list[Instance]:
+        """Instances (source "model", score, model = run id, masks cropped to their bbox).
+
+        tile: None -> the predictor's tile size (default 1024); 0 -> never tile.
+        """
+        t0 = time.perf_counter()
+        image = np.asarray(image)
+        x = normalize(image, self.normalization)
+        H, W = x.shape[:2]
+        tile = self.tile if tile is None else int(tile)
+        ov = self.overlap if overlap is None else int(overlap)
+        if tile and (H > tile or W > tile):
+            if ov >= tile:
+                raise ValueError(f"tile overlap {ov} must be smaller than the tile {tile}")
+            tiles = tile_grid(H, W, tile, ov)
+        else:
+            tiles = [(0, 0, W, H)]
+        rh = getattr(self.model, "roi_heads", None)
+        if rh is not None:
+            rh.score_thresh = float(score_threshold)  # the mask head only runs on kept boxes
+        xt = torch.from_numpy(x).permute(2, 0, 1)  # (3, H, W) view, channels-last memory
+        per_tile: list[list[Instance]] = []
+        t_model = 0.0
+        for b0 in range(0, len(tiles), self.batch_size):
+            check(cancel)
+            chunk = tiles[b0:b0 + self.batch_size]
+            batch = [xt[:, y0:y1, x0:x1].to(self.device, non_blocking=True) for (x0, y0, x1, y1) in chunk]
+            tm = time.perf_counter()
+            outs = self._forward(batch)
+            t_model += time.perf_counter() - tm
+            for (x0, y0, x1, y1), out in zip(chunk, outs):
+                insts = self._to_instances(out, y1 - y0, x1 - x0, x0, y0, mask_threshold)
+                per_tile.append([i for i in insts if i.score >= score_threshold])
+            report(progress, min(b0 + len(chunk), len(tiles)), len(tiles), "tiles")
+        check(cancel)
+        if len(tiles) == 1:
+            result = per_tile[0]
+        else:
+            result = merge_tiles(per_tile, tiles, H, W)
+        if min_area > 1:
+            result = [i for i in result if i.area >= min_area]
+        self.last_timing = {"total_s": time.perf_counter() - t0, "model_s": t_model, "tiles": len(tiles)}
+        return result
+
+    # -- projects ---------------------------------------------------------------------
+    def predict_items(self, project, item_ids: Optional[Iterable[str]] = None, *, score_threshold: float = 0.5,
+                      tile: Optional[int] = None, progress: Optional[ProgressFn] = None,
+                      cancel: Optional[CancelToken] = None, overwrite_reviewed: bool = False,
+                      keep_manual: bool = True) -> dict:
+        """Segment items of a project and save the results.
+
+        Each item gets status "predicted" (also when nothing was found). Reviewed items
+        are skipped unless overwrite_reviewed. Previous model instances are replaced;
+        manual/classic/imported instances are kept (keep_manual) and predictions that
+        duplicate one of them (mask IoU >= 0.5) are left out. Progress and cancel per
+        item; on cancel, items finished so far stay saved and CancelledError is raised.
+        Returns {"predicted": [ids], "skipped": [ids], "instances": n}.
+        """
+        ids = [it.id for it in project.items] if item_ids is None else list(item_ids)
+        known = project.labels.names()
+        missing = [n for n in self.label_names if n not in known]
+        if missing:
+            raise LabelError(f"the model predicts labels the project does not have: {', '.join(missing)}; "
+                             f"add them to the project first", self.path)
+        done, skipped, total_inst = [], [], 0
+        for k, item_id in enumerate(ids):
+            check(cancel)
+            report(progress, k, len(ids), str(item_id))
+            ann = project.load_annotation(item_id)
+            if ann.status == "reviewed" and not overwrite_reviewed:
+                skipped.append(item_id)
+                continue
+            image = project.load_image(item_id)
+            insts = self.predict(image, score_threshold=score_threshold, tile=tile, cancel=cancel)
+            kept = [i for i in ann.instances if i.source != "model"] if keep_manual else []
+            if kept:
+                from ..masks import iou
+                insts = [p for p in insts if not any(
+                    _boxes_meet(_xyxy(p), _xyxy(q)) and iou(p, q) >= 0.5 for q in kept)]
+            new = ItemAnnotation(ann.item_id, ann.height, ann.width, kept + insts, status="predicted")
+            if (new.height, new.width) != image.shape[:2]:
+                new = ItemAnnotation(ann.item_id, image.shape[0], image.shape[1], new.instances, "predicted")
+            project.save_annotation(new)
+            done.append(item_id)
+            total_inst += len(insts)
+        report(progress, len(ids), len(ids), "done")
+        return {"predicted": done, "skipped": skipped, "instances": total_inst}
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.arch}, labels={self.label_names}, device={self.device}, tile={self.tile}, "
+                f"overlap={self.overlap}, batch={self.batch_size}, amp={self.amp_dtype})")

@@ -1,0 +1,1 @@
+"""Dialogs (train and export dialogs are added by the model-workflow work)."""

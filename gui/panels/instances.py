@@ -1,0 +1,98 @@
+"""Instances of the current item: label, source, score and area; selecting rows selects
+(and highlights) the instances on the canvas, and the other way round."""
+from __future__ import annotations
+
+from PyQt5 import QtCore, QtWidgets
+
+from .labels import color_icon
+
+
+class InstancesPanel(QtWidgets.QWidget):
+    COLUMNS = ("#", "Label", "Source", "Score", "Area")
+
+    def __init__(self, controller, parent=None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.table = QtWidgets.QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QtWidgets.QAbstractItemView.ExtendedSelection)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(20)
+        header = self.table.horizontalHeader()
+        for c in range(len(self.COLUMNS)):
+            header.setSectionResizeMode(c, QtWidgets.QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.Stretch)
+        self.table.setFocusPolicy(QtCore.Qt.ClickFocus)
+        self.summary = QtWidgets.QLabel()
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.addWidget(self.table, 1)
+        lay.addWidget(self.summary)
+        self._ids: list[str] = []
+        self._pending = False
+        self.table.itemSelectionChanged.connect(self._on_table_selection)
+        controller.instancesChanged.connect(self.schedule_refresh)
+        controller.selectionChanged.connect(self._on_selection)
+        controller.labelsChanged.connect(self.schedule_refresh)
+        controller.projectClosed.connect(self.schedule_refresh)
+
+    def schedule_refresh(self, *_args) -> None:
+        # many edits in one event-loop turn (a replayed undo chain) cost one refresh
+        if not self._pending:
+            self._pending = True
+            QtCore.QTimer.singleShot(0, self.refresh)
+
+    def refresh(self) -> None:
+        self._pending = False
+        ctl = self.controller
+        ann = ctl.annotation
+        insts = list(reversed(ann.instances)) if ann is not None else []  # top first
+        self.table.blockSignals(True)
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(insts))
+        self._ids = [i.id for i in insts]
+        hidden = ctl.hidden_labels()
+        for r, inst in enumerate(insts):
+            vals = (len(insts) - r, inst.label, inst.source,
+                    "" if inst.score is None else f"{inst.score:.2f}", inst.area)
+            for c, v in enumerate(vals):
+                cell = self.table.item(r, c)
+                if cell is None:
+                    cell = QtWidgets.QTableWidgetItem()
+                    self.table.setItem(r, c, cell)
+                cell.setData(QtCore.Qt.DisplayRole, v)
+                cell.setData(QtCore.Qt.UserRole, inst.id)
+            self.table.item(r, 1).setIcon(color_icon(ctl.label_color(inst.label), 10))
+            self.table.setRowHidden(r, inst.label in hidden)
+        self.table.blockSignals(False)
+        n_model = sum(1 for i in insts if i.source == "model")
+        self.summary.setText(f"{len(insts)} instances" + (f" · {n_model} from the model" if n_model else ""))
+        self._on_selection(ctl.selection)
+
+    def _on_selection(self, ids: list) -> None:
+        if self._pending:
+            return
+        want = set(ids)
+        sm = self.table.selectionModel()
+        self.table.blockSignals(True)
+        sm.blockSignals(True)
+        self.table.clearSelection()
+        first = None
+        for r, iid in enumerate(self._ids):
+            if iid in want:
+                self.table.selectRow(r) if len(want) == 1 else sm.select(
+                    self.table.model().index(r, 0),
+                    QtCore.QItemSelectionModel.Select | QtCore.QItemSelectionModel.Rows)
+                first = r if first is None else first
+        sm.blockSignals(False)
+        self.table.blockSignals(False)
+        self.table.viewport().update()
+        if first is not None:
+            self.table.scrollToItem(self.table.item(first, 0))
+
+    def _on_table_selection(self) -> None:
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        ids = [self.table.item(r, 0).data(QtCore.Qt.UserRole) for r in rows]
+        self.controller.set_selection(ids)
