@@ -389,8 +389,9 @@ def _tiff_layout(page, p: Path) -> tuple[int, int, int, str]:
         raise ImageReadError(f"unsupported TIFF: volumetric pages (depth {depth})", p)
     if samples > 4:
         raise ImageReadError(f"unsupported TIFF: {samples} samples per pixel (1-4 supported)", p)
-    if page.dtype is None:
-        raise ImageReadError(f"unsupported TIFF sample format ({page.bitspersample} bits)", p)
+    if page.dtype is None or np.dtype(page.dtype).kind == "c":
+        raise ImageReadError(f"unsupported TIFF sample format ({page.bitspersample}-bit "
+                             f"{'complex' if page.dtype is not None else 'unknown'})", p)
     channels = 3 if samples >= 3 else 1
     return int(h), int(w), channels, str(_out_dtype(page.dtype))
 
@@ -401,8 +402,6 @@ def _out_dtype(dt) -> np.dtype:
         return np.dtype(np.uint8)
     if dt.kind == "f":
         return np.dtype(np.float32)  # float16 is slow everywhere, float64 needlessly big
-    if dt.kind == "c":
-        raise ValueError("complex")
     return dt.newbyteorder("=")
 
 
@@ -567,9 +566,8 @@ def _dicom_info(p: Path, strict: bool = True) -> Optional[_DicomInfo]:
     try:
         with open(p, "rb") as f:
             ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
-            pos = f.tell()
-            tail = f.read(12)
-            size = os.fstat(f.fileno()).st_size
+            if "Rows" in ds and "Columns" in ds:
+                state, pixel_tag = _pixel_element_state(ds, f, os.fstat(f.fileno()).st_size)
     except FileNotFoundError:
         raise ImageReadError("file not found", p) from None
     except OSError as e:
@@ -580,7 +578,6 @@ def _dicom_info(p: Path, strict: bool = True) -> Optional[_DicomInfo]:
         if strict and "SOPClassUID" not in ds and not getattr(ds, "file_meta", None):
             raise ImageReadError("not a DICOM file", p)
         return None
-    state, pixel_tag = _pixel_element_state(ds, tail, pos, size)
     if state == "missing":
         raise ImageReadError("DICOM file has no pixel data", p)
     if state == "truncated":
@@ -616,8 +613,14 @@ def _dicom_info(p: Path, strict: bool = True) -> Optional[_DicomInfo]:
     return info
 
 
-def _pixel_element_state(ds, tail: bytes, pos: int, size: int) -> tuple[str, int]:
-    """('ok' | 'missing' | 'truncated' | 'unknown', tag) from the bytes where pydicom stopped."""
+def _pixel_element_state(ds, f, size: int) -> tuple[str, int]:
+    """('ok' | 'missing' | 'truncated' | 'unknown', tag) of the pixel data element.
+
+    `f` is positioned where dcmread(stop_before_pixels=True) stopped: at that element's
+    tag if there is one. Only element and fragment headers are read, never pixel values.
+    """
+    pos = f.tell()
+    tail = f.read(12)
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts is not None and ts == "1.2.840.10008.1.2.1.99":
@@ -647,7 +650,7 @@ def _pixel_element_state(ds, tail: bytes, pos: int, size: int) -> tuple[str, int
     else:
         (length,), header = struct.unpack(e + "H", tail[6:8]), 8
     if length == 0xFFFFFFFF:
-        return "ok", tag   # encapsulated (compressed) frames: checked when decoded
+        return _fragments_state(f, pos + header, size), tag
     if length == 0:
         return "missing", tag
     if pos + header + length > size:
@@ -660,6 +663,25 @@ def _pixel_element_state(ds, tail: bytes, pos: int, size: int) -> tuple[str, int
     except Exception:  # noqa: BLE001
         pass
     return "ok", tag
+
+
+def _fragments_state(f, pos: int, size: int) -> str:
+    """Walk the item headers of encapsulated (compressed) pixel data: a cut-off file shows
+    as an item running past the end or a missing sequence delimiter."""
+    for _ in range(1 << 20):
+        f.seek(pos)
+        h = f.read(8)
+        if len(h) < 8:
+            return "truncated"
+        group, elem, length = struct.unpack("<HHI", h)
+        if (group, elem) == (0xFFFE, 0xE0DD):
+            return "ok"
+        if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+            return "unknown"  # not what the standard says: let the decoder judge
+        pos += 8 + length
+        if pos > size:
+            return "truncated"
+    return "unknown"
 
 
 def _dicom_raw_type(ds, pixel_tag: int) -> tuple[np.dtype, tuple[float, float]]:
@@ -914,7 +936,7 @@ def _subsample(a: np.ndarray, target: int = 1 << 20) -> np.ndarray:
     if a.size <= target:
         return a
     if a.ndim >= 2:
-        step = int(math.ceil(math.sqrt(a.shape[0] * a.shape[1] * (a.size // (a.shape[0] * a.shape[1])) / target)))
+        step = int(math.ceil(math.sqrt(a.size / target)))  # a strided view: no copy
         return a[::step, ::step]
     return a.reshape(-1)[:: int(math.ceil(a.size / target))]
 

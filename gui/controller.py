@@ -13,8 +13,10 @@ Signals are the extension point for other panels (the model workflow connects he
 """
 from __future__ import annotations
 
+import itertools
 import os
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -86,6 +88,7 @@ class Controller(QtCore.QObject):
     externalChange = QtCore.pyqtSignal(str, str)    # item id, "reloaded" | "conflict" | "overwritten"
     message = QtCore.pyqtSignal(str)                # for the status bar
     error = QtCore.pyqtSignal(str)                  # for a message box
+    _writeDone = QtCore.pyqtSignal(object)          # internal: a background autosave finished
 
     def __init__(self, parent: Optional[QtCore.QObject] = None) -> None:
         super().__init__(parent)
@@ -119,6 +122,14 @@ class Controller(QtCore.QObject):
         self._count_timer.setInterval(0)
         self._count_timer.timeout.connect(self._count_some)
         self._count_queue: list[str] = []
+        # Autosave writes a snapshot on a worker thread, so the window never stalls on
+        # PNG encoding; explicit saves (Ctrl+S, switching items, closing) are synchronous.
+        self.background_autosave = True
+        self._edit_seq = 0
+        self._pending = None  # (token, Future) of the write in flight
+        self._tokens = itertools.count(1)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskloop-autosave")
+        self._writeDone.connect(self._on_write_done, QtCore.Qt.QueuedConnection)
 
     # ------------------------------------------------------------------ project
     def open_project(self, root) -> bool:
@@ -578,6 +589,7 @@ class Controller(QtCore.QObject):
         self._prune_selection()
 
     def _after_edit(self, region: Optional[Region], structural: bool, full: bool = False) -> None:
+        self._edit_seq += 1
         self._set_dirty(True)
         if not self._autosave.isActive():
             self._autosave.start(AUTOSAVE_MS)
@@ -765,12 +777,68 @@ class Controller(QtCore.QObject):
             self.dirtyChanged.emit(value)
 
     def _on_autosave(self) -> None:
-        if self._dirty and not self.save():
-            if not self._conflict:
+        if not self._dirty or self.annotation is None or self._conflict:
+            return
+        if not self.background_autosave:
+            if not self.save() and not self._conflict:
                 self._autosave.start(RETRY_MS)
+            return
+        if self._pending is not None:  # one write at a time; this edit goes next
+            self._autosave.start(200)
+            return
+        path = self.project.annotation_path(self.item_id)
+        if _stamp(path) != self._stamp:
+            self._resolve_conflict()
+            return
+        project, item_id, seq = self.project, self.item_id, self._edit_seq
+        snapshot = self.annotation.copy()
+        token = next(self._tokens)
+
+        def write():
+            try:
+                project.save_annotation(snapshot)
+            except (MaskLoopError, OSError) as e:
+                return (token, item_id, seq, None, e.one_line() if isinstance(e, MaskLoopError) else str(e),
+                        snapshot.status, len(snapshot.instances))
+            return (token, item_id, seq, _stamp(project.annotation_path(item_id)), None, snapshot.status,
+                    len(snapshot.instances))
+
+        future = self._executor.submit(write)
+        self._pending = (token, future)
+        future.add_done_callback(lambda f: self._writeDone.emit(f.result()))
+
+    def _wait_pending(self) -> None:
+        """Let a background write finish and take its result (before any other save)."""
+        if self._pending is not None:
+            self._on_write_done(self._pending[1].result())
+
+    def _on_write_done(self, result) -> None:
+        token, item_id, seq, stamp, err, status, count = result
+        if self._pending is None or self._pending[0] != token:
+            return  # already taken by _wait_pending
+        self._pending = None
+        if err is not None:
+            self.saveFailed.emit(item_id, err)
+            if item_id == self.item_id and self._dirty and not self._autosave.isActive():
+                self._autosave.start(RETRY_MS)
+            return
+        if item_id == self.item_id:
+            self._stamp = stamp
+            self._watch_current()
+            if seq == self._edit_seq:
+                self._set_dirty(False)
+            elif not self._autosave.isActive():
+                self._autosave.start(AUTOSAVE_MS)
+        if self._statuses.get(item_id) != status:
+            self._statuses[item_id] = status
+            self.statusChanged.emit(item_id, status)
+        self.saved.emit(item_id)
+        if item_id == self.item_id:
+            self._on_disk_change("")  # anything written by others meanwhile?
 
     def save(self) -> bool:
         """Write the current item if it has unsaved edits; True when nothing is unsaved."""
+        self._wait_pending()
         self._autosave.stop()
         if not self._dirty or self.annotation is None:
             return True
@@ -814,8 +882,8 @@ class Controller(QtCore.QObject):
         self._on_disk_change("")
 
     def _on_disk_change(self, _path: str) -> None:
-        if self.project is None or self.item_id is None:
-            return
+        if self.project is None or self.item_id is None or self._pending is not None:
+            return  # (our own write in flight: checked again when it is done)
         path = self.project.annotation_path(self.item_id)
         if os.path.exists(path) and str(path) not in self._watcher.files():
             self._watcher.addPath(str(path))  # replaced files drop out of the watch list
@@ -869,6 +937,7 @@ class Controller(QtCore.QObject):
         """Read the current item's annotation from disk again; its undo history goes."""
         if self.project is None or self.item_id is None:
             return False
+        self._wait_pending()
         try:
             ann = self.project.load_annotation(self.item_id)
         except MaskLoopError as e:

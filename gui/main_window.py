@@ -285,7 +285,6 @@ class MainWindow(QtWidgets.QMainWindow):
         c.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
         c.error.connect(lambda m: self._notify(m, error=True))
         c.selectionChanged.connect(lambda _s: self._update_enabled())
-        c.currentLabelChanged.connect(lambda n: self.statusBar().showMessage(f"label: {n}", 2000))
 
     # ------------------------------------------------------------------ state display
     def _update_title(self) -> None:
@@ -560,8 +559,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.restoreGeometry(geom)
         else:
             self.resize(1400, 900)
-        if state is not None:
-            self.restoreState(state)
+        if state is None or not self.restoreState(state):
+            self.resizeDocks([self.docks["images"], self.docks["labels"]], [280, 300], QtCore.Qt.Horizontal)
 
     def save_layout(self) -> None:
         s = settings()

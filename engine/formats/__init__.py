@@ -34,7 +34,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from ..annotations import Instance, ItemAnnotation
-from ..errors import FormatError, ImageReadError, MaskLoopError
+from ..errors import FormatError, ImageReadError, MaskLoopError, ProjectError
 from ..jobs import check, report
 
 FORMATS = ("coco", "labelme", "labelmap")
@@ -150,10 +150,12 @@ class ItemIndex:
                 self.by_name.setdefault(p.name, []).append(it)
 
     def by_id(self, item_id) -> Optional[object]:
-        if not isinstance(item_id, str):
+        if not isinstance(item_id, str) or not item_id:
             return None
-        return self.project._by_id.get(item_id) if hasattr(self.project, "_by_id") else \
-            next((it for it in self.project.items if it.id == item_id), None)
+        try:
+            return self.project.item(item_id)
+        except ProjectError:
+            return None
 
     def find(self, file_path: Optional[Path], slice_index: int = 0) -> Optional[object]:
         if file_path is None:

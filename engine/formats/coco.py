@@ -57,36 +57,48 @@ COPY_AS_IS = (".png", ".jpg", ".jpeg")
 
 def crop_rle(inst: Instance, height: int, width: int) -> dict:
     """Compressed COCO RLE (counts as str) of an instance in an image of (height, width),
-    computed from its crop: costs O(crop width x image height), not O(image size).
-    Identical to pycocotools' encode of the full mask; parts outside the image are cut."""
+    computed from its crop alone: O(crop pixels), not O(image size). Identical to
+    pycocotools' encode of the full mask; parts outside the image are cut."""
     x0, y0 = inst.x0, inst.y0
     m = inst.mask
-    # clip the crop to the image
     cx0, cy0 = max(x0, 0), max(y0, 0)
     cx1, cy1 = min(x0 + m.shape[1], width), min(y0 + m.shape[0], height)
     if cx1 <= cx0 or cy1 <= cy0:
         runs = [height * width]
     else:
         sub = m[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-        w = cx1 - cx0
-        slab = np.zeros((w, height), dtype=bool)          # column-major window
-        slab[:, cy0:cy1] = sub.T
-        flat = slab.ravel()
-        change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-        bounds = np.concatenate(([0], change, [flat.size]))
-        runs = np.diff(bounds).tolist()
-        if flat[0]:
-            runs.insert(0, 0)
-        runs[0] += cx0 * height
-        tail = (width - cx1) * height
-        if flat[-1]:
-            if tail:
-                runs.append(tail)
-        else:
-            runs[-1] += tail
+        w, h = sub.shape[1], sub.shape[0]
+        # columns of the crop (COCO RLE is column-major), each padded with a 0 above and
+        # below: every change of value is then inside one column, at row r - 1 of it
+        padded = np.zeros((w, h + 2), dtype=np.int8)
+        padded[:, 1:h + 1] = sub.T
+        flat = padded.ravel()
+        pos = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+        col, row = np.divmod(pos, h + 2)
+        full = (col + cx0) * height + cy0 + row - 1
+        if cy0 == 0 and cy1 == height and full.size > 1:
+            # a run reaching the image bottom continues at the top of the next column:
+            # drop the end/start pair that the padding put at the same place
+            same = np.flatnonzero(full[1:] == full[:-1])
+            if same.size:
+                full = np.delete(full, np.concatenate((same, same + 1)))
+        if full.size and full[-1] == height * width:
+            full = full[:-1]  # the last run reaches the image's last pixel
+        runs = np.diff(np.concatenate(([0], full, [height * width]))).tolist()
     rle = coco_mask.frPyObjects({"counts": runs, "size": [height, width]}, height, width)
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def _clipped(inst: Instance, height: int, width: int) -> Optional[Instance]:
+    """The instance cut to the image (as it is when it fits); None when nothing is left."""
+    if inst.mask.size and inst.fits((height, width)):
+        return inst
+    cx0, cy0 = max(inst.x0, 0), max(inst.y0, 0)
+    cx1, cy1 = min(inst.x0 + inst.width, width), min(inst.y0 + inst.height, height)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return None
+    return inst.copy(mask=inst.mask[cy0 - inst.y0:cy1 - inst.y0, cx0 - inst.x0:cx1 - inst.x0], x0=cx0, y0=cy0)
 
 
 def _instance_polygons(inst: Instance, height: int, width: int) -> list:
@@ -211,25 +223,20 @@ def export_coco(project, out, *, polygons: bool = False, only_reviewed: bool = F
             if lab is None:
                 raise LabelError(f"instance {inst.id} has label {inst.label!r}, which is not in the "
                                  f"project's labels", project.annotation_path(it.id))
-            t = inst.copy().tight()
-            if t.mask.size == 0 or not t.fits((H, W)):
-                # cut to the image; an instance with no pixel inside is not exported
-                full_box = t
-                cx0, cy0 = max(t.x0, 0), max(t.y0, 0)
-                cx1, cy1 = min(t.x0 + t.width, W), min(t.y0 + t.height, H)
-                if t.mask.size == 0 or cx1 <= cx0 or cy1 <= cy0:
-                    rep.skipped["empty instance"] += 1
-                    continue
-                t = Instance(full_box.mask[cy0 - t.y0:cy1 - t.y0, cx0 - t.x0:cx1 - t.x0], cx0, cy0,
-                             t.label, t.id, t.score, t.source, t.model).tight()
-                if t.mask.size == 0:
-                    rep.skipped["empty instance"] += 1
-                    continue
+            t = _clipped(inst, H, W)
+            if t is None:
+                rep.skipped["empty instance"] += 1
+                continue
+            rle = crop_rle(t, H, W)
+            area = float(coco_mask.area(rle))
+            if area == 0:
+                rep.skipped["empty instance"] += 1
+                continue
             ann_id += 1
-            seg = _instance_polygons(t, H, W) if polygons else crop_rle(t, H, W)
+            bbox = [float(v) for v in coco_mask.toBbox(rle)]
+            seg = _instance_polygons(t, H, W) if polygons else rle
             a = {"id": ann_id, "image_id": k + 1, "category_id": int(lab.id), "segmentation": seg,
-                 "area": float(t.area), "bbox": [float(t.x0), float(t.y0), float(t.width), float(t.height)],
-                 "iscrowd": 0,
+                 "area": area, "bbox": bbox, "iscrowd": 0,
                  "maskloop": {"id": inst.id, "score": inst.score, "source": inst.source, "model": inst.model}}
             if inst.score is not None:
                 a["score"] = float(inst.score)
@@ -264,6 +271,10 @@ def export_coco(project, out, *, polygons: bool = False, only_reviewed: bool = F
 
 def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _hashable_id(v) -> bool:
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
 
 
 def _pos_int(v) -> bool:
@@ -397,10 +408,10 @@ def import_coco(project, path, *, images_dir=None, as_predictions: bool = False,
         field = f"annotations[{j}]"
         if not isinstance(a, dict):
             raise FormatError("annotation must be an object", path, field)
-        if a.get("image_id") not in targets:
+        if not _hashable_id(a.get("image_id")) or a.get("image_id") not in targets:
             raise FormatError(f"unknown image id {a.get('image_id')!r}", path, f"{field}.image_id")
         cid = a.get("category_id")
-        if cid not in cats or isinstance(cid, bool):
+        if not _hashable_id(cid) or isinstance(cid, bool) or cid not in cats:
             raise FormatError(f"unknown category id {cid!r} (categories: "
                               f"{', '.join(str(c) for c in list(cats)[:10])}{'...' if len(cats) > 10 else ''})",
                               path, f"{field}.category_id")

@@ -111,11 +111,14 @@ def _check_points(shape: dict, path, field) -> list:
     if not isinstance(pts, list) or not pts:
         raise FormatError("points must be a non-empty list of [x, y]", path, f"{field}.points")
     for p in pts:
-        if (not isinstance(p, (list, tuple)) or len(p) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                           for v in p)):
+        if (type(p) is not list and type(p) is not tuple) or len(p) != 2 or not (_finite(p[0]) and _finite(p[1])):
             raise FormatError(f"points must be a list of [x, y] numbers, got {p!r}", path, f"{field}.points")
     return pts
+
+
+def _finite(v) -> bool:
+    t = type(v)
+    return (t is int) or (t is float and math.isfinite(v))
 
 
 def _maskloop_fields(shape: dict, source: str, path, field) -> dict:
@@ -184,9 +187,9 @@ def shape_to_instance(shape: dict, height: int, width: int, *, path=None, field:
         if x1 < 0 or y1 < 0 or x2 >= width or y2 >= height:
             raise FormatError(f"mask [{x1},{y1}]-[{x2},{y2}] lies outside the {width}x{height} image",
                               path, f"{field}.points")
-        inst = Instance(mask=mask, x0=int(x1), y0=int(y1), label=label, **extra)
-        inst.tight()
-        return None if inst.mask.size == 0 else inst
+        if not mask.any():
+            return None
+        return Instance(mask=mask, x0=int(x1), y0=int(y1), label=label, **extra)
 
     if st == "circle" and len(pts) != 2:
         raise FormatError("a circle needs 2 points (centre, rim)", path, f"{field}.points")

@@ -351,7 +351,7 @@ def build_model(arch: str = "r50fpn", num_classes: int = 2, *, base: Any = "scra
         _load_state(model, state, "COCO weights", strict_heads=True)
         if arch == "r50fpn" and config["norm"] == "frozen":
             # torchvision's r50fpn COCO weights were trained with eps 0 in FrozenBatchNorm
-            from torchvision.models._utils import overwrite_eps
+            from torchvision.models.detection._utils import overwrite_eps
             overwrite_eps(model, 0.0)
         if num_classes != n_coco:
             replace_heads(model, num_classes)

@@ -103,10 +103,37 @@ def intensity_bounds(image: np.ndarray, policy: dict) -> tuple[float, float]:
     vals = _finite(_sample(arr))
     if vals.size == 0:
         return 0.0, 1.0
-    lo, hi = (float(v) for v in np.percentile(vals, [policy["low"], policy["high"]]))
+    qs = [policy["low"], policy["high"]]
+    if vals.dtype in (np.uint8, np.uint16, np.int8, np.int16):
+        lo, hi = _int_percentiles(vals, qs)
+    else:
+        lo, hi = (float(v) for v in np.percentile(vals, qs))
     if hi <= lo:  # e.g. sparse nuclei on black: both percentiles 0; use the full range
         lo, hi = float(vals.min()), float(vals.max())
     return lo, hi
+
+
+def _int_percentiles(vals: np.ndarray, qs) -> list[float]:
+    """np.percentile (linear method) of 8/16-bit integers from a histogram: exact, ~5x faster."""
+    offset = 0
+    if vals.dtype.kind == "i":
+        offset = -int(np.iinfo(vals.dtype).min)
+        idx = vals.astype(np.int32).ravel() + offset
+    else:
+        idx = vals.ravel()
+    counts = np.bincount(idx)
+    cum = np.cumsum(counts)
+    n = int(cum[-1])
+    out = []
+    for q in qs:
+        pos = q / 100.0 * (n - 1)
+        i0 = int(np.floor(pos))
+        frac = pos - i0
+        i1 = min(i0 + 1, n - 1)
+        v0 = int(np.searchsorted(cum, i0, side="right")) - offset
+        v1 = int(np.searchsorted(cum, i1, side="right")) - offset
+        out.append(float(v0 + frac * (v1 - v0)))
+    return out
 
 
 def _channels_view(image: np.ndarray) -> np.ndarray:
@@ -120,12 +147,9 @@ def _channels_view(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {image.shape}")
 
 
-def normalize(image: np.ndarray, policy: dict, out: Optional[np.ndarray] = None) -> np.ndarray:
-    """Raw pixels -> float32 (H, W, 3) in [0, 1] by the policy (grey repeated to 3 channels).
-
-    Identical in training and inference: the only inputs are the raw values and the
-    policy. NaN/inf (float images) become 0.
-    """
+def normalize_compact(image: np.ndarray, policy: dict) -> np.ndarray:
+    """Like normalize() but grey stays (H, W): the Predictor repeats it to 3 channels as a
+    free view on the device. The values are exactly those of normalize()."""
     arr = _channels_view(np.asarray(image))
     lo, hi = intensity_bounds(arr, policy)
     if not (hi > lo):  # a flat image (or degenerate percentiles): avoid dividing by zero
@@ -135,8 +159,18 @@ def normalize(image: np.ndarray, policy: dict, out: Optional[np.ndarray] = None)
     x -= np.float32(lo)
     x *= scale
     np.clip(x, 0.0, 1.0, out=x)
-    if x.dtype.kind == "f" and arr.dtype.kind == "f":
+    if arr.dtype.kind == "f":
         np.nan_to_num(x, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+    return x
+
+
+def normalize(image: np.ndarray, policy: dict, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Raw pixels -> float32 (H, W, 3) in [0, 1] by the policy (grey repeated to 3 channels).
+
+    Identical in training and inference: the only inputs are the raw values and the
+    policy. NaN/inf (float images) become 0.
+    """
+    x = normalize_compact(image, policy)
     if x.ndim == 2:
         if out is None:
             out = np.empty(x.shape + (3,), dtype=np.float32)

@@ -68,6 +68,7 @@ class Overlay:
         self.buf = np.zeros((height, width), np.uint8)
         self.image = QtGui.QImage(sip.voidptr(self.buf.ctypes.data), width, height, width,
                                   QtGui.QImage.Format_Indexed8)
+        self.image._keep = self.buf  # type: ignore[attr-defined]
         self.image.setColorTable(palette([], 0.5))
 
     def set_palette(self, table: list[int]) -> None:

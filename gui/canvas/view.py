@@ -13,7 +13,7 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-from .layers import ArrayLayer, qimage_from_array
+from .layers import ArrayLayer, OverlayLayer, qimage_from_array
 from .overlay import MARGIN, Overlay, instance_color_index, instance_colors, palette
 from .tools import TOOLS, Tool
 
@@ -35,7 +35,7 @@ class CanvasView(QtWidgets.QGraphicsView):
         self.setScene(QtWidgets.QGraphicsScene(self))
         self.image_layer = ArrayLayer()
         self.image_layer.setZValue(0)
-        self.overlay_layer = ArrayLayer()
+        self.overlay_layer = OverlayLayer()
         self.overlay_layer.setZValue(1)
         self.scene().addItem(self.image_layer)
         self.scene().addItem(self.overlay_layer)
@@ -196,6 +196,7 @@ class CanvasView(QtWidgets.QGraphicsView):
         else:
             colors = [tuple(l.color) for l in self.controller.labels]
         self.overlay.set_palette(palette(colors, self.opacity, self.show_outlines))
+        self.overlay_layer.invalidate()
         self.overlay_layer.update()
 
     def set_opacity(self, value: float) -> None:
@@ -233,6 +234,7 @@ class CanvasView(QtWidgets.QGraphicsView):
 
     def overlay_changed(self, box) -> None:
         x0, y0, x1, y1 = box
+        self.overlay_layer.invalidate(box)
         self.overlay_layer.update(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
 
     # ------------------------------------------------------------------ zoom

@@ -44,12 +44,17 @@ def build_demo(folder, progress=None, cancel=None) -> Path:
         root = getattr(res, "root", None) or (Path(res) if isinstance(res, (str, Path)) else folder)
         return Path(root)
     # the command line's `maskloop demo DIR`, in this process
-    from engine.cli import run
+    from engine.cli import SUBCOMMANDS, build_parser, run
     import contextlib
     import io
+    if "demo" not in SUBCOMMANDS or "demo" not in build_parser().format_help():
+        raise MaskLoopError("this installation has no demo builder (maskloop demo)", folder)
     err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        status = run(["demo", str(folder)])
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            status = run(["demo", str(folder)])
+    except SystemExit as e:  # argparse usage error
+        status = int(e.code or 2)
     if status != 0:
         raise MaskLoopError(err.getvalue().strip().splitlines()[-1] if err.getvalue().strip()
                             else f"maskloop demo failed (exit status {status})", folder)

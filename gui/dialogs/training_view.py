@@ -233,6 +233,7 @@ class TrainingView(QtWidgets.QWidget):
         self.iters_per_epoch = 0
         self.epochs = 0
         self.first_epoch: Optional[int] = None
+        self.iter_base: Optional[int] = None
         self.last_eta: Optional[float] = None
         self.finished_ok: Optional[bool] = None
         self.finish_kind = ""
@@ -298,8 +299,9 @@ class TrainingView(QtWidgets.QWidget):
         e = self._x_epoch(ev.get("epoch", 0))
         i = int(ev.get("iter", 0))
         ipe = max(1, self.iters_per_epoch)
-        # iter may be 0- or 1-based: clamp into the epoch
-        frac = min(1.0, (i + (1 if i < ipe else 0)) / ipe)
+        if self.iter_base is None:  # iterations counted from 0 or from 1: the first one says
+            self.iter_base = 0 if i == 0 else 1
+        frac = min(1.0, max(0.0, (i + 1 - self.iter_base) / ipe))
         x = e + frac
         loss = ev.get("loss")
         if isinstance(loss, (int, float)):

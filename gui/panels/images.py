@@ -32,6 +32,13 @@ class ItemsModel(QtCore.QAbstractTableModel):
         if row is not None:
             self.dataChanged.emit(self.index(row, 1), self.index(row, 2))
 
+    def current_changed(self, item_id: str) -> None:
+        for iid in (getattr(self, "_bold", None), item_id):
+            row = self._row.get(iid) if iid else None
+            if row is not None:
+                self.dataChanged.emit(self.index(row, 0), self.index(row, 2))
+        self._bold = item_id
+
     def item_id(self, row: int) -> str:
         return self._ids[row]
 
@@ -171,7 +178,7 @@ class ImagesPanel(QtWidgets.QWidget):
 
     def _on_current(self, item_id: str) -> None:
         row = self.model.row_of(item_id)
-        self.model.layoutChanged.emit()  # bold font follows the current item
+        self.model.current_changed(item_id)  # bold font follows the current item
         if row < 0:
             return
         idx = self.proxy.mapFromSource(self.model.index(row, 0))

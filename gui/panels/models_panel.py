@@ -277,20 +277,26 @@ class ModelsPanel(QtWidgets.QWidget):
         self.activeModelChanged.emit(run_id)
         return True
 
-    def offer_new_run(self, run_id: str) -> bool:
+    def offer_new_run(self, run_id: str, verdict: Optional[bool] = None, reason: str = "") -> bool:
         """After training: activate `run_id` if it is not worse than the active model,
-        else ask. Returns True when it became active."""
+        else ask. `verdict`/`reason` carry a comparison made elsewhere (the training
+        process scores both models on the new run's validation items). Returns True when
+        the new run became active."""
         self.refresh()
         new = self.entry(run_id)
         if new is None:
             self.message.emit(f"the new run {run_id} has no model file; nothing to activate")
             return False
         old = self.entry(self.active) if self.active else None
-        verdict = should_activate(new, old)
+        if verdict is None:
+            verdict = should_activate(new, old)
         if verdict is True:
             return self.make_active(run_id)
         new_s, old_s = run_score(new), run_score(old)
-        if verdict is None:
+        if reason:
+            text = (f"The new model {run_id} validates worse than the active model: {reason}. "
+                    f"Make the new model active anyway?")
+        elif verdict is None:
             text = (f"The new model {run_id} has no validation score (too few reviewed items to "
                     f"validate?). Make it active instead of {self.active} ({_fmt(old_s)})?")
         else:

@@ -89,13 +89,13 @@ def _self_ap(path: Path) -> float:
 
 def test_crop_rle_equals_pycocotools_encode():
     rng = np.random.default_rng(0)
-    H, W = 37, 53
-    for _ in range(200):
-        h, w = int(rng.integers(1, 20)), int(rng.integers(1, 20))
-        m = rng.random((h, w)) > 0.5
-        x0, y0 = int(rng.integers(-5, W)), int(rng.integers(-5, H))
-        inst = Instance(mask=m, x0=x0, y0=y0, label="a")
-        assert coco.crop_rle(inst, H, W) == rle_encode(inst.full_mask((H, W)))
+    for H, W, big in ((37, 53, 20), (6, 9, 12)):  # small images: crops span whole columns
+        for _ in range(300):
+            h, w = int(rng.integers(1, big)), int(rng.integers(1, big))
+            m = rng.random((h, w)) > rng.choice([0.1, 0.5, 0.9])
+            x0, y0 = int(rng.integers(-5, W)), int(rng.integers(-5, H))
+            inst = Instance(mask=m, x0=x0, y0=y0, label="a")
+            assert coco.crop_rle(inst, H, W) == rle_encode(inst.full_mask((H, W)))
     # full image, first and last pixel set
     m = np.zeros((H, W), bool)
     m[0, 0] = m[-1, -1] = True

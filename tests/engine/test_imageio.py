@@ -17,7 +17,7 @@ from engine.errors import ImageReadError, MaskLoopError
 from engine.imageio import Source
 
 pydicom = pytest.importorskip("pydicom")
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset  # noqa: E402
+from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
 
@@ -524,6 +524,21 @@ def test_dicom_without_pixel_data_and_truncated(tmp_path):
     assert "cut.dcm" in str(e.value)
     with pytest.raises(ImageReadError, match="cut.dcm"):
         imageio.read_image(q)
+
+
+def test_compressed_dicom_reads_and_cut_off_is_caught_at_probe(tmp_path):
+    from pydicom.uid import RLELossless
+    raw = (np.arange(48 * 40).reshape(48, 40) % 3000).astype(np.uint16)
+    p = write_dicom(tmp_path / "rle.dcm", raw)
+    ds = pydicom.dcmread(p)
+    ds.compress(RLELossless)  # encapsulated pixel data, as PACS exports often are
+    ds.save_as(p)
+    src = _one(p)
+    assert np.array_equal(imageio.read_slice(src, 0), raw.astype(np.int32) - 1024)
+    truncate(p, 0.7)
+    with pytest.raises(ImageReadError, match="truncated") as e:
+        imageio.probe(p)
+    assert "rle.dcm" in str(e.value)
 
 
 def test_dicom_without_preamble_with_suffix(tmp_path):

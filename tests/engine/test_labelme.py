@@ -187,7 +187,8 @@ def _filled_project(tmp_path):
     img8 = rng.integers(0, 255, (60, 80), dtype=np.uint8)
     img16 = rng.integers(0, 60000, (50, 70), dtype=np.uint16)
     stack = rng.integers(0, 4000, (3, 40, 45), dtype=np.uint16)
-    proj = _project(tmp_path, {"a.png": img8, "b.tif": img16, "s.tif": stack}, labels=("cell", "debris"))
+    proj = _project(tmp_path, {"a.png": img8, "b.tif": img16, "s.tif": stack, "c16.png": img16[:30]},
+                    labels=("cell", "debris"))
     for k, it in enumerate(proj.items):
         insts = []
         for j in range(4):
@@ -216,10 +217,11 @@ def test_export_opens_in_labelme_with_same_masks(tmp_path):
     proj = _filled_project(tmp_path)
     out = tmp_path / "out"
     rep = lm.export_labelme(proj, out)
-    assert rep.images == len(proj.items) == 5
-    # slices of the stack were written as images labelme can open; plain files were not copied
+    assert rep.images == len(proj.items) == 6
+    # slices of the stack and the 16-bit PNG (labelme cannot open those) were written as
+    # TIFFs labelme opens; the files labelme reads as they are were not copied
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(
-        f"{it.id}.tif" for it in proj.items if proj.sources[it.source].n_slices > 1)
+        f"{it.id}.tif" for it in proj.items if proj.sources[it.source].n_slices > 1 or it.id == "c16")
     for it in proj.items:
         f = out / f"{it.id}.json"
         shapes, hw = _labelme_masks(f)

@@ -17,6 +17,9 @@ from engine.model import build as B
 from engine.model.normalize import percentile_policy
 
 POLICY = percentile_policy()
+# fewer proposals and sampled RoIs than the defaults keep these CPU tests quick
+QUICK = dict(rpn_pre_nms_top_n_test=200, rpn_post_nms_top_n_test=200, rpn_pre_nms_top_n_train=300,
+             rpn_post_nms_top_n_train=300, box_batch_size_per_image=64)
 
 
 def _has(model, cls) -> bool:
@@ -26,7 +29,7 @@ def _has(model, cls) -> bool:
 @pytest.fixture(scope="module")
 def r18():
     torch.manual_seed(0)
-    m = B.build_model("r18fpn", 3)
+    m = B.build_model("r18fpn", 3, detections_per_img=100, **QUICK)
     m.eval()
     return m
 
@@ -63,7 +66,9 @@ def test_groupnorm_option():
 
 def test_r18fpn_trains_and_predicts_on_a_tiny_image(r18):
     torch.manual_seed(0)
-    m = B.build_model("r18fpn", 2)
+    m = B.build_model("r18fpn", 2, detections_per_img=100, **QUICK)
+    assert m.rpn._post_nms_top_n == {"training": 300, "testing": 200}
+    assert m.roi_heads.fg_bg_sampler.batch_size_per_image == 64
     m.train()
     img = torch.rand(3, 96, 128)
     masks = torch.zeros(1, 96, 128, dtype=torch.uint8)
@@ -92,7 +97,7 @@ def test_native_resolution_no_silent_resize(r18):
             images, _ = r18.transform([torch.rand(3, 512, 512)])
     finally:
         h.remove()
-        r18.roi_heads.detections_per_img = 1000
+        r18.roi_heads.detections_per_img = 100
     assert seen[0] == (1, 3, 224, 320)  # padded to a multiple of 32 only, never 800 px
     assert images.image_sizes == [(512, 512)]
     # the mean/std of the transform match normalize()'s [0, 1] output, not 0..255
@@ -216,7 +221,7 @@ def test_checkpoint_round_trip_is_identical(r18, r18_ckpt):
         m.roi_heads.detections_per_img = 10
     with torch.inference_mode():
         a, b = r18([img])[0], m2([img])[0]
-    r18.roi_heads.detections_per_img = 1000
+    r18.roi_heads.detections_per_img = 100
     assert len(a["scores"]) > 0
     for k in ("boxes", "labels", "scores", "masks"):
         assert torch.equal(a[k], b[k]), k
@@ -236,7 +241,7 @@ def test_checkpoint_is_plain_data_and_atomic(r18_ckpt, tmp_path, r18):
 
 
 def test_resume_state_round_trips(tmp_path):
-    m = B.build_model("r18fpn", 2)
+    m = B.build_model("r18fpn", 2, **QUICK)
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
     sched = torch.optim.lr_scheduler.StepLR(opt, 5)
     m.train()
@@ -285,6 +290,7 @@ def test_bad_checkpoints_give_checkpoint_error_naming_the_file(case, tmp_path, r
     assert str(path) in str(ei.value) and "\n" not in str(ei.value)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_code_is_never_executed(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -41,7 +41,7 @@ def make_project(root: Path, with_stack: bool = False):
     if with_stack:
         z = np.stack([np.full((128, 160), -1000 + 100 * k, np.int16) for k in range(4)])
         z[:, 40:80, 40:80] = 400
-        tifffile.imwrite(images / "scan.tif", z)
+        tifffile.imwrite(images / "scan.tif", z, photometric="minisblack")
         paths.append(images / "scan.tif")
     proj = Project.create(root / "proj", ["cell", "debris"])
     proj.add(paths)

@@ -1,0 +1,376 @@
+"""Model subcommands: segment, train, evaluate, demo (DESIGN.md section 6).
+
+    maskloop segment PROJECT [--model RUN_OR_PATH] [--items all|new|ID...] [--score 0.5] [--tile N]
+                     [--device auto|cpu|cuda]
+    maskloop train PROJECT [--arch NAME] [--base scratch|coco|imagenet|active|RUN_OR_PATH] [--epochs N]
+                   [--device auto|cpu|cuda] [--progress jsonl] [--batch-size N] [--lr X]
+                   [--optimizer adamw|sgd] [--seed N] [--val-fraction F] [--crop N]
+                   [--scale-jitter LO,HI] [--early-stop N] [--include-unreviewed] [--workers N]
+                   [--resume RUN] [--no-activate]
+    maskloop evaluate PROJECT [--model RUN_OR_PATH] [--items all|val|ID...] [--score 0.05] [--tile N]
+                      [--device auto|cpu|cuda] [--json]
+    maskloop demo [DIR]
+
+torch is imported inside the handlers only, so `maskloop info` and friends never load it.
+`train` under torchrun (WORLD_SIZE > 1) initialises the process group (NCCL on CUDA,
+gloo on CPU) and trains with DistributedDataParallel; rank 0 alone writes and prints.
+Ctrl+C (or SIGTERM) during train saves a resumable checkpoint and reports "cancelled";
+a second Ctrl+C stops at once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ..errors import CancelledError, MaskLoopError, ProjectError
+from ..jobs import CancelToken, TerminalProgress
+
+ARCH_CHOICES = ("auto", "r18fpn", "r50fpn", "r50fpn_v2", "r101fpn", "x101fpn")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _score(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def _val_fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return v
+
+
+def _jitter(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (e.g. 0.8,1.25), got {text!r}") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"needs 0 < LO <= HI, got {text}")
+    return lo, hi
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("segment", help="auto-segment items with a model",
+                              description="Run a model on items and save the results as 'predicted'. "
+                                          "Reviewed items are never overwritten.")
+    p.add_argument("project", metavar="PROJECT")
+    p.add_argument("--model", default=None, metavar="RUN_OR_PATH",
+                   help="run id or model file (default: the project's active model)")
+    p.add_argument("--items", nargs="+", default=["all"], metavar="all|new|ID",
+                   help="which items: all (default), new (never segmented or annotated), or item ids")
+    p.add_argument("--score", type=_score, default=0.5, help="score threshold (default 0.5)")
+    p.add_argument("--tile", type=_nonneg_int, default=None, metavar="N",
+                   help="tile size for large images (default 1024; 0: never tile)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N")
+    p.set_defaults(func=cmd_segment)
+
+    p = subparsers.add_parser("train", help="train a model on the reviewed items",
+                              description="Train (or fine-tune) a Mask R-CNN on the project's reviewed items. "
+                                          "The run is saved in models/<run-id>/ and becomes the active model "
+                                          "if it validates at least as well as the current one.")
+    p.add_argument("project", metavar="PROJECT")
+    p.add_argument("--arch", default="auto", choices=ARCH_CHOICES,
+                   help="architecture (default auto: r18fpn on CPU, r50fpn on CUDA)")
+    p.add_argument("--base", default="auto", metavar="scratch|coco|imagenet|active|RUN_OR_PATH",
+                   help="starting weights (default auto: COCO weights when they are in the torch cache, "
+                        "else scratch); 'active' = the project's active model")
+    p.add_argument("--epochs", type=_positive_int, default=30, metavar="N", help="epochs (default 30)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N")
+    p.add_argument("--progress", choices=("bar", "jsonl"), default="bar",
+                   help="jsonl: one JSON event per line on stdout (for programs); bar: a terminal bar")
+    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="images per step and process (default 2 on CPU, 4 on CUDA)")
+    p.add_argument("--lr", type=_positive_float, default=None, metavar="X", help="base learning rate")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine",
+                   help="LR decay after the warm-up (default cosine)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=_val_fraction, default=0.2, metavar="F",
+                   help="share of reviewed items held out for validation (default 0.2)")
+    p.add_argument("--crop", type=_nonneg_int, default=None, metavar="N",
+                   help="train on random N x N crops of larger images (default 512 CPU, 1024 CUDA; 0: whole images)")
+    p.add_argument("--scale-jitter", type=_jitter, default=None, metavar="LO,HI",
+                   help="random rescaling, e.g. 0.8,1.25 (default off: native resolution)")
+    p.add_argument("--no-augment", action="store_true", help="no flips, rotations or intensity changes")
+    p.add_argument("--early-stop", type=_nonneg_int, default=0, metavar="N",
+                   help="stop after N epochs without a better validation score (default 0: never)")
+    p.add_argument("--include-unreviewed", action="store_true",
+                   help="also train on items that are not reviewed (their current instances)")
+    p.add_argument("--workers", type=_nonneg_int, default=None, metavar="N", help="data loader processes")
+    p.add_argument("--resume", default=None, metavar="RUN", help="continue a cancelled run")
+    p.add_argument("--no-activate", action="store_true", help="do not change the active model")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("evaluate", help="score a model on reviewed items",
+                              description="Run a model on reviewed items and print COCO mask AP, AP50 and "
+                                          "the accuracy TP/(TP+FP+FN) at IoU 0.5. Nothing is saved.")
+    p.add_argument("project", metavar="PROJECT")
+    p.add_argument("--model", default=None, metavar="RUN_OR_PATH",
+                   help="run id or model file (default: the active model)")
+    p.add_argument("--items", nargs="+", default=["all"], metavar="all|val|ID",
+                   help="all reviewed items (default), val (the model's own validation items), or item ids")
+    p.add_argument("--score", type=_score, default=0.05,
+                   help="keep predictions above this score for AP (default 0.05; acc50 uses 0.5)")
+    p.add_argument("--tile", type=_nonneg_int, default=None, metavar="N")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = subparsers.add_parser("demo", help="create a sample project",
+                              description="Create a sample project from synthetic CT-like (rock grains, "
+                                          "16-bit stack) and microscopy-like (nuclei) images, a few reviewed.")
+    p.add_argument("dir", nargs="?", default="maskloop-demo", metavar="DIR",
+                   help="a new or empty folder (default ./maskloop-demo)")
+    p.add_argument("--size", type=_positive_int, default=256, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_demo)
+
+
+# --------------------------------------------------------------------------------------
+# segment
+# --------------------------------------------------------------------------------------
+
+def _select_items(project, tokens: list[str]) -> list[str]:
+    if tokens == ["all"]:
+        return [it.id for it in project.items]
+    if tokens == ["new"]:
+        st = project.statuses()
+        return [it.id for it in project.items if st.get(it.id) == "new"]
+    if "all" in tokens or "new" in tokens:
+        raise ProjectError("--items takes 'all', 'new' or item ids, not a mix", field="--items")
+    for t in tokens:
+        project.item(t)  # ProjectError naming the unknown id
+    return list(dict.fromkeys(tokens))
+
+
+def cmd_segment(args) -> int:
+    from ..project import Project
+    proj = Project.open(args.project)
+    ids = _select_items(proj, args.items)
+    model_path = proj.resolve_model(args.model)
+    from ..model.predict import Predictor
+    kw = {}
+    if args.tile is not None:
+        kw["tile"] = args.tile
+    pred = Predictor(model_path, device=args.device, expected_labels=proj.labels, **kw)
+    if not ids:
+        print("nothing to segment (no matching items)")
+        return 0
+    res = pred.predict_items(proj, ids, score_threshold=args.score, tile=args.tile,
+                             progress=TerminalProgress("segmenting"))
+    n, sk = len(res["predicted"]), len(res["skipped"])
+    extra = f"; skipped {sk} reviewed item(s)" if sk else ""
+    print(f"segmented {n} item(s) with {pred.run or model_path}: {res['instances']} instance(s){extra}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------
+
+class _Signals:
+    """First SIGINT/SIGTERM: cancel gracefully (checkpoint, 'cancelled'); second: interrupt."""
+
+    def __init__(self, token: CancelToken, quiet: bool):
+        self.token, self.quiet = token, quiet
+        self.old = {}
+
+    def _handler(self, signum, frame):
+        if self.token.cancelled:
+            raise KeyboardInterrupt
+        self.token.cancel()
+        if not self.quiet:
+            print("\nstopping after this iteration (press Ctrl+C again to stop at once)", file=sys.stderr)
+
+    def __enter__(self):
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self.old[sig] = signal.signal(sig, self._handler)
+                except (ValueError, OSError):
+                    pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, h in self.old.items():
+            try:
+                signal.signal(sig, h)
+            except (ValueError, OSError):
+                pass
+
+
+def _init_distributed(device: str) -> bool:
+    """Under torchrun: initialise the default process group. True when this call did it."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
+    if world <= 1:
+        return False
+    import torch
+    import torch.distributed as dist
+    if dist.is_initialized():
+        return False
+    use_cuda = torch.cuda.is_available() and not str(device).startswith("cpu")
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True
+
+
+def _resolve_base(proj, base: str) -> str:
+    if base in ("auto", "scratch", "coco", "imagenet"):
+        return base
+    if base == "active":
+        return str(proj.resolve_model(None))
+    return str(proj.resolve_model(base))
+
+
+def cmd_train(args) -> int:
+    from ..project import Project
+    proj = Project.open(args.project)
+    jsonl = args.progress == "jsonl"
+    base = _resolve_base(proj, args.base) if not args.resume else "auto"
+    from ..model.train import TrainConfig, maybe_activate, train_project, dist_info
+    from ..model.progress import JsonlWriter, TerminalBar
+    cfg = TrainConfig(arch=args.arch, base=base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      optimizer=args.optimizer, schedule=args.schedule, device=args.device, seed=args.seed,
+                      val_fraction=args.val_fraction, crop=args.crop, scale_jitter=args.scale_jitter,
+                      augment=not args.no_augment, early_stop=args.early_stop,
+                      include_unreviewed=args.include_unreviewed, num_workers=args.workers)
+    cfg.validate()
+    started = _init_distributed(args.device)
+    try:
+        world, rank, _ = dist_info()
+        callbacks = []
+        if rank == 0:
+            callbacks.append(JsonlWriter(stream=sys.stdout) if jsonl else TerminalBar(sys.stderr))
+        token = CancelToken()
+        with _Signals(token, quiet=jsonl or rank != 0):
+            try:
+                result = train_project(proj, cfg, callbacks=callbacks, cancel=token, resume=args.resume)
+            except CancelledError as e:
+                if rank == 0:
+                    print(f"maskloop train: {e.message}", file=sys.stderr)
+                return 1
+        if rank != 0:
+            return 0
+        best = result.best
+        summary = ", ".join(f"{k} {best[k]:.3f}" for k in ("mask_AP", "mask_AP50", "acc50") if k in best)
+        out = sys.stderr if jsonl else sys.stdout
+        print(f"trained {result.run} ({result.config.get('arch')}, {result.epochs_run} epoch(s), "
+              f"{result.train_items} train / {result.val_items} val items)"
+              + (f"; best epoch {best.get('epoch')}: {summary}" if summary else ""), file=out)
+        if not args.no_activate:
+            proj = Project.open(args.project)  # the manifest may have changed meanwhile
+            _, message = maybe_activate(proj, result, device=args.device)
+            print(message, file=out)
+        return 0
+    finally:
+        if started:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------
+
+def cmd_evaluate(args) -> int:
+    from ..project import Project
+    proj = Project.open(args.project)
+    model_path = proj.resolve_model(args.model)
+    if args.items == ["all"]:
+        ids = None
+    elif args.items == ["val"]:
+        cfg_file = Path(model_path).parent / "config.json"
+        try:
+            ids = list(json.loads(cfg_file.read_text(encoding="utf-8"))["data"]["val_items"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ProjectError("the model has no record of its validation items", cfg_file) from None
+        known = {it.id for it in proj.items}
+        ids = [i for i in ids if i in known]
+        if not ids:
+            raise ProjectError("none of the model's validation items are in this project", cfg_file)
+    else:
+        ids = _select_items(proj, args.items)
+    from ..model.evaluate import evaluate_project
+    from ..model.predict import Predictor
+    pred = Predictor(model_path, device=args.device, expected_labels=proj.labels)
+    res = evaluate_project(proj, pred, ids, score_threshold=args.score, tile=args.tile,
+                           progress=TerminalProgress("evaluating"))
+    if not res.get("items"):
+        raise ProjectError("no reviewed items to evaluate on: review some items first", proj.manifest_path)
+    if args.json:
+        print(json.dumps({"model": str(model_path), **res}, indent=1))
+        return 0
+    print(f"model {pred.run or model_path} on {len(res['items'])} reviewed item(s): "
+          f"{res['gt_instances']} true and {res['pred_instances']} predicted instance(s)")
+    print(f"  mask_AP   {res['mask_AP']:.3f}")
+    print(f"  mask_AP50 {res['mask_AP50']:.3f}")
+    print(f"  mask_AP75 {res['mask_AP75']:.3f}")
+    print(f"  acc50     {res['acc50']:.3f}   (TP {res['tp']}, FP {res['fp']}, FN {res['fn']} at score >= 0.5)")
+    for name, pc in (res.get("per_class") or {}).items():
+        print(f"  {name}: AP {pc['AP']:.3f}, AP50 {pc['AP50']:.3f}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from ..demo import build_demo
+    root = Path(args.dir)
+    proj = build_demo(root, size=args.size, progress=TerminalProgress("building demo"))
+    st = proj.statuses()
+    n_rev = sum(1 for s in st.values() if s == "reviewed")
+    print(f"created demo project {root} with {len(proj.items)} item(s), {n_rev} reviewed "
+          f"(labels: {', '.join(proj.labels.names())})")
+    print(f"next: maskloop train {root} --epochs 10   then   maskloop segment {root}   "
+          f"or open it: python main.py {root}")
+    return 0

@@ -1,0 +1,146 @@
+"""The window around the canvas: panels, stacks, window/level, labels, status bar, menus."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PyQt5 import QtCore, QtWidgets
+
+from engine.imageio import WINDOW_PRESETS
+from engine.project import Project
+from guihelpers import click, drag, key, move, open_window
+
+pytestmark = pytest.mark.gui
+Qt = QtCore.Qt
+
+
+def test_stack_slices_window_level_and_status_bar(qtbot, stack_project):
+    win = open_window(qtbot, stack_project.root)
+    ctl = win.controller
+    stack_ids = [it.id for it in stack_project.items if it.source == 2]
+    assert ctl.set_current_item(stack_ids[0])
+    assert win.canvas_widget.slices.isVisible()
+    key(qtbot, win, Qt.Key_PageDown)
+    assert ctl.item_id == stack_ids[1]
+    assert win.canvas_widget.slices.label.text() == "2 / 4"
+    key(qtbot, win, Qt.Key_PageUp)
+    assert ctl.item_id == stack_ids[0]
+    win.canvas_widget.slices.slider.setValue(3)
+    assert ctl.item_id == stack_ids[3]
+    # presets and auto change only the display
+    raw = ctl.image.copy()
+    qtbot.mouseClick(win.window_panel.buttons["bone"], Qt.LeftButton)
+    assert ctl.window == WINDOW_PRESETS["bone"]
+    bone = ctl.display_image().copy()
+    qtbot.mouseClick(win.window_panel.buttons["lung"], Qt.LeftButton)
+    assert not np.array_equal(bone, ctl.display_image())
+    assert np.array_equal(raw, ctl.image)
+    # the window is kept while moving through the slices
+    key(qtbot, win, Qt.Key_PageUp)
+    assert ctl.window == WINDOW_PRESETS["lung"]
+    # status bar: position and raw value (the stack is int16, values -1000 + 100k, 400 inside)
+    win.canvas.set_zoom(2.0)
+    win.canvas.centerOn(80, 64)
+    move(win, 50, 50, held=False)
+    assert win.pos_label.text() == "x 50  y 50"
+    assert win.value_label.text().startswith("value 400")
+    move(win, 5, 5, held=False)
+    assert win.value_label.text().startswith("value -800")
+    assert win.zoom_label.text() == "200%"
+    win.controller.close_project(force=True)
+
+
+def test_images_panel_filter_and_next_item(window, qtbot):
+    panel = window.images_panel
+    assert panel.proxy.rowCount() == 2
+    panel.status_box.setCurrentText("reviewed")
+    assert panel.visible_item_ids() == [window.controller.item_id]
+    panel.status_box.setCurrentText("new")
+    assert len(panel.visible_item_ids()) == 1
+    key(qtbot, window, Qt.Key_N)  # N walks the filtered list
+    assert window.controller.item_id == panel.visible_item_ids()[0]
+    panel.status_box.setCurrentText("all")
+    panel.search.setText("cell")
+    assert panel.proxy.rowCount() == 1
+    model = panel.model
+    assert model.data(model.index(0, 2)) == 4  # instance count
+
+
+def test_labels_number_keys_hide_rename(window, qtbot, project):
+    ctl = window.controller
+    key(qtbot, window, Qt.Key_2)
+    assert ctl.current_label == "debris"
+    key(qtbot, window, Qt.Key_B)
+    window.canvas.brush_size = 5
+    ctl.set_selection([])
+    drag(window, [(100, 220), (120, 220)])
+    new = ctl.annotation.instances[-1]
+    assert new.label == "debris"
+    # hiding a label hides its instances on the canvas and in picking
+    buf = window.canvas.overlay.buf
+    assert buf[150, 150] != 0
+    item = window.labels_panel.list.item(1)
+    item.setCheckState(Qt.Unchecked)
+    assert buf[150, 150] == 0 and buf[220, 110] == 0
+    assert ctl.instances_at(150, 150) == []
+    item = window.labels_panel.list.item(1)
+    item.setCheckState(Qt.Checked)
+    assert buf[150, 150] != 0
+    # rename: the label set, the open annotation and the files follow
+    assert ctl.rename_label("debris", "dust")
+    assert ctl.annotation.find("C").label == "dust"
+    assert Project.open(project.root).load_annotation(ctl.item_id).find("C").label == "dust"
+    assert "dust" in Project.open(project.root).labels
+    # recolour: palette only
+    ctl.recolor_label("dust", (1, 2, 3))
+    assert Project.open(project.root).labels.get("dust").color == (1, 2, 3)
+
+
+def test_instances_panel_follows_selection(window, qtbot):
+    ctl = window.controller
+    panel = window.instances_panel
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 4)
+    key(qtbot, window, Qt.Key_V)
+    click(window, 150, 150)
+    rows = [i.row() for i in panel.table.selectionModel().selectedRows()]
+    assert [panel._ids[r] for r in rows] == ["C"]
+    # choosing a row selects on the canvas
+    panel.table.selectRow(panel._ids.index("A"))
+    assert ctl.selection == ["A"]
+    area = panel.table.item(panel._ids.index("A"), 4).data(Qt.DisplayRole)
+    assert area == 30 * 30
+
+
+def test_shortcuts_dialog_recent_projects_and_layout(window, qtbot, project):
+    window.actions["shortcuts"].trigger()
+    dlg = window._shortcuts_dialog
+    texts = {dlg.table.item(r, 1).text() for r in range(dlg.table.rowCount())}
+    for keys in ("Ctrl+Z", "Ctrl+Shift+Z, Ctrl+Y", "Ctrl+S", "Del", "F", "B", "E", "P", "V",
+                 "N", "Shift+N", "Tab / Shift+Tab"):
+        assert keys in texts, keys
+    dlg.close()
+    assert str(project.root) in window.recent_projects()
+    window.close()
+    from gui.main_window import settings
+    assert settings().value("window/state") is not None
+
+
+def test_open_images_makes_a_project(qtbot, tmp_path):
+    import tifffile
+    from gui.main_window import MainWindow
+    img = tmp_path / "scans" / "slice.tif"
+    img.parent.mkdir()
+    tifffile.imwrite(img, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+    win = MainWindow(extensions=[])
+    qtbot.addWidget(win)
+    win.show()
+    root = tmp_path / "scans" / "slice_maskloop"
+    assert win.make_project(root, [img])
+    assert win.controller.project.root == root.resolve()
+    assert win.controller.image.shape == (64, 64)
+    assert (root / "maskloop.json").exists()
+    win.controller.close_project(force=True)
+
+
+def test_run_gui_entry_point_exists():
+    from gui.app import run_gui
+    assert callable(run_gui)
