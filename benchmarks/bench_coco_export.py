@@ -197,7 +197,9 @@ def main(argv=None) -> int:
     n = args.items * args.instances
     print(f"COCO export: {args.items} items x {args.instances} instances = {n} instances, "
           f"{args.size}x{args.size} images (project built in {build_s:.1f} s)")
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}, load average at the end {load}")
     print(f"{'exporter':<34}{'median s':>10}{'min s':>9}{'RSS growth MB':>15}{'py heap peak MB':>17}{'JSON MB':>9}")
     names = {"maskloop": "MaskLoop export_coco (RLE)", "labelme": "labelme2coco way (baseline)"}
     for which, r in results.items():

@@ -162,7 +162,8 @@ def main(argv=None) -> int:
     import torch
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.devices == "auto" \
         else [d.strip() for d in args.devices.split(",") if d.strip()]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores "
+          f"(load average {os.getloadavg()[0]:.1f} at start), "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
           + (f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""))
     print(f"model: Mask R-CNN R50-FPN, random init shared by both, 2 classes; images: synthetic 16-bit nuclei "
@@ -177,6 +178,7 @@ def main(argv=None) -> int:
                 r = run_worker_process(kind, dev, ckpt, args)
                 rows.append(r)
                 print(f"  done: {kind} on {dev}: {r['images_per_s']:.3f} images/s", file=sys.stderr)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (a busy machine slows both sides)")
     hdr = "| device | contender | input px | images | images/s | s/image | dets/image | peak memory |"
     print()
     print(hdr)

@@ -43,6 +43,17 @@ def wait_for(app, cond, timeout: float, what: str) -> None:
         time.sleep(0.002)
 
 
+def save_small(pixmap, path: Path, limit: int = 300_000) -> None:
+    """Save a screenshot as PNG under `limit` bytes (scaled down if needed)."""
+    from PyQt5 import QtCore
+    pm = pixmap
+    while True:
+        pm.save(str(path), "PNG", 9)
+        if path.stat().st_size <= limit or pm.width() < 400:
+            return
+        pm = pixmap.scaledToWidth(int(pm.width() * 0.85), QtCore.Qt.SmoothTransformation)
+
+
 def machine() -> str:
     import torch
     cpu = platform.processor() or platform.machine()
@@ -60,10 +71,14 @@ def main(argv=None) -> int:
     ap.add_argument("--base", default="scratch")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--score", type=float, default=0.25, help="score threshold (same for GUI and CLI)")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kind", default="nuclei")
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--screenshots", default=None, metavar="DIR",
+                    help="also save screenshots of the loop here (review.png, training.png, models_panel.png)")
+    ap.add_argument("--second-run-epochs", type=int, default=0,
+                    help="with --screenshots: fine-tune the new model again for the Models panel")
     args = ap.parse_args(argv)
 
     from PyQt5 import QtWidgets
@@ -86,7 +101,11 @@ def main(argv=None) -> int:
     wf, c = win.workflow, win.controller
     proj = c.project
     wf.segmenter.worker.device = args.device   # the GUI worker runs where the baseline runs
-    results: dict = {"machine": machine(), "args": vars(args)}
+    results: dict = {"machine": machine(), "args": vars(args), "load_before": os.getloadavg()}
+    shots = Path(args.screenshots) if args.screenshots else None
+    if shots:
+        shots.mkdir(parents=True, exist_ok=True)
+        wf.models_panel.ask = lambda text: False   # never a modal question in a benchmark
 
     # ---------------------------------------------------------------- 1. Train click -> active
     opts = {"arch": args.arch, "base": args.base, "epochs": args.epochs, "device": args.device}
@@ -124,6 +143,18 @@ def main(argv=None) -> int:
           f"child reported 'start', {train['training_s']:.1f} s training + validation, "
           f"{train['process_exit_to_active_s']:.2f} s from the child's exit to the model active and loaded")
 
+    if shots:
+        tv = wf.training_view
+        tv.resize(900, 430)
+        save_small(tv.grab(), shots / "training.png")
+        if args.second_run_epochs:
+            opts2 = {"base": proj.active_model, "arch": args.arch, "epochs": args.second_run_epochs,
+                     "device": args.device}
+            wf.exec_train_dialog = lambda dlg: (dlg.set_options(**opts2), True)[1]
+            wf.act_train.trigger()
+            wait_for(app, lambda: not wf.runner.running, 3600, "the second training run")
+            app.processEvents()
+
     # ---------------------------------------------------------------- 2. auto-segment throughput
     ids = [it.id for it in proj.items if c.status_of(it.id) != "reviewed"]
     c.set_current_item(proj.items[0].id)  # a reviewed item on screen: results go to files, as in the CLI
@@ -145,10 +176,14 @@ def main(argv=None) -> int:
     base_pred.predict(proj.load_image(ids[0]), score_threshold=args.score)  # warm-up
     gui_times, base_times = [], []
     gui_once()  # warm-up (model already loaded; first-call allocations)
-    for _ in range(args.repeats):
+    summary = None
+    for r in range(args.repeats):  # interleaved, alternating which goes first
+        if r % 2:
+            base_times.append(baseline_once(base_pred))
         dt, summary = gui_once()
         gui_times.append(dt)
-        base_times.append(baseline_once(base_pred))
+        if not r % 2:
+            base_times.append(baseline_once(base_pred))
     n = len(ids)
     gui_best, base_best = min(gui_times), min(base_times)
     # the real command line, once, wall time including start-up and model load
@@ -174,7 +209,22 @@ def main(argv=None) -> int:
     print(f"   GUI vs CLI:        {seg['gui_slower_pct']:+.1f}% time (target: <= +10%)")
     print(f"   `main.py segment`: {cli_wall:.2f} s wall incl. start-up and model load (rc {cp.returncode})"
           + (f": {cp.stderr.strip().splitlines()[-1]}" if cp.returncode and cp.stderr.strip() else ""))
-    print(f"\nmachine: {results['machine']}")
+    results["load_after"] = os.getloadavg()
+    print(f"\nmachine: {results['machine']}; load average before {results['load_before'][0]:.1f}, "
+          f"after {results['load_after'][0]:.1f} (other work on the machine skews the figures)")
+    if shots:
+        first_unreviewed = ids[0]
+        c.set_current_item(first_unreviewed)
+        wf.review.set_score_threshold(0.5)
+        win.canvas.fit()
+        for _ in range(20):
+            app.processEvents()
+            time.sleep(0.01)
+        save_small(win.grab(), shots / "review.png")
+        mp = wf.models_panel
+        mp.resize(760, 220)
+        save_small(mp.grab(), shots / "models_panel.png")
+        print(f"screenshots in {shots}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     wf.shutdown()

@@ -22,7 +22,7 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality: masks are arrays, compare with same_pixels()
 class Instance:
     """One object: a bool mask cropped to its bbox, placed at (x0, y0) in the image."""
 

@@ -161,6 +161,14 @@ class PredictorWorker(QtCore.QObject):
                 self.failed.emit(job.job_id, f"cannot load the model {job.model_path}: "
                                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 return
+            names = list(getattr(predictor, "label_names", None) or [])
+            labels = getattr(job.project, "labels", None)
+            missing = [n for n in names if labels is not None and n not in labels]
+            if missing:
+                self.failed.emit(job.job_id, f"the model predicts label(s) this project does not have: "
+                                             f"{', '.join(missing)}; add them (Labels panel) or choose "
+                                             f"another model")
+                return
         elif job.mode != "classic":
             self.failed.emit(job.job_id, f"unknown segment mode {job.mode!r}")
             return

@@ -72,8 +72,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_import)
 
     p = subparsers.add_parser("export", help="export annotations (COCO, labelme)",
-                              description="Export annotations as COCO JSON (OUT: a .json file or a folder) "
-                                          "or labelme JSON (OUT: a folder).")
+                              description="Export annotations as COCO JSON (OUT: a .json file, or a folder "
+                                          "that gets annotations.json) or labelme JSON (OUT: a folder, one "
+                                          "file per item). With --split, COCO writes <stem>_train.json and "
+                                          "<stem>_val.json (train.json and val.json in a folder OUT) and "
+                                          "labelme writes OUT/train and OUT/val; the split is seeded and "
+                                          "reproducible.")
     p.add_argument("project", metavar="PROJECT")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--format", required=True, choices=("coco", "labelme"))

@@ -138,14 +138,17 @@ class ItemIndex:
         self.project = project
         self.by_path: dict = {}
         self.by_name: dict = {}
+        resolved: dict = {}
         for it in project.items:
             src = project.sources[it.source]
             p = project.source_path(src)
+            if it.source not in resolved:
+                resolved[it.source] = _norm(p)
             if src.kind == "dicom_series" and src.files:
                 f = p / src.files[it.slice]
                 self.by_path[(_norm(f), 0)] = it
                 self.by_name.setdefault(f.name, []).append(it)
-            self.by_path[(_norm(p), it.slice)] = it
+            self.by_path[(resolved[it.source], it.slice)] = it
             if src.n_slices == 1:
                 self.by_name.setdefault(p.name, []).append(it)
 

@@ -35,7 +35,6 @@ import io
 import math
 import os
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Optional
 

@@ -12,7 +12,6 @@ is one instance even when its pixels are not connected.
 """
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Optional
 

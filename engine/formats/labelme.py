@@ -23,7 +23,7 @@ import math
 import os
 from collections import Counter
 from pathlib import Path, PureWindowsPath
-from typing import Iterable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -414,7 +414,10 @@ def import_labelme(project, path, *, as_predictions: bool = False, progress=None
         report(progress, k, len(files), f.name)
         data = read_json(f, "labelme")
         if not isinstance(data, dict) or "shapes" not in data:
-            raise FormatError("not a labelme file (no 'shapes')", f, "shapes")
+            if len(files) == 1:
+                raise FormatError("not a labelme file (no 'shapes')", f, "shapes")
+            rep.skipped["JSON files that are not labelme files"] += 1  # e.g. a COCO file alongside
+            continue
         ml = data.get("maskloop") if isinstance(data.get("maskloop"), dict) else {}
         item = index.by_id(ml.get("item"))
         key = None
@@ -454,6 +457,9 @@ def import_labelme(project, path, *, as_predictions: bool = False, progress=None
             if inst.label not in labels:
                 labels.append(inst.label)
         updates.setdefault(key, []).extend(ann.instances)
+    if not updates:
+        raise FormatError("no labelme files (JSON with 'shapes') in the folder", path)
+    rep.files = len(files) - rep.skipped["JSON files that are not labelme files"]
     report(progress, len(files), len(files), "")
     check(cancel)
     for dest, raw in embedded.values():

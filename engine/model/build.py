@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 

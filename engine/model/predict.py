@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..annotations import Instance, ItemAnnotation
-from ..errors import CheckpointError, LabelError, MaskLoopError
+from ..errors import LabelError, MaskLoopError
 from ..jobs import CancelToken, ProgressFn, check, report
 from .build import check_labels, load_checkpoint, model_from_checkpoint, set_detections_per_img, unwrap
 from .normalize import normalize_compact, validate_policy
@@ -40,6 +40,7 @@ DUP_IOU = 0.5            # complete detections from two tiles with this mask IoU
 DUP_COVER = 0.8          # ... or when this much of the smaller one lies inside the other
 PIECE_IOU = 0.4          # pieces from two tiles whose masks agree this well in the shared region join
 PIECE_COVERED = 0.5      # a piece this much inside a whole detection from another tile is dropped
+SAFE_MARGIN = 16         # px: a whole detection this far from interior tile edges is preferred
 
 
 # --------------------------------------------------------------------------------------
@@ -260,10 +261,10 @@ def tile_grid(height: int, width: int, tile: int, overlap: int) -> list[tuple[in
 class _Cand:
     """A detection of one tile on the full-image grid."""
 
-    __slots__ = ("inst", "tile", "rect", "cut", "box", "area")
+    __slots__ = ("inst", "tile", "rect", "cut", "box", "area", "margin")
 
-    def __init__(self, inst: Instance, tile: int, rect, cut: bool):
-        self.inst, self.tile, self.rect, self.cut = inst, tile, rect, cut
+    def __init__(self, inst: Instance, tile: int, rect, cut: bool, margin: float):
+        self.inst, self.tile, self.rect, self.cut, self.margin = inst, tile, rect, cut, margin
         self.box = (inst.x0, inst.y0, inst.x0 + inst.width, inst.y0 + inst.height)
         self.area = inst.area
 
@@ -344,9 +345,11 @@ def merge_tiles(per_tile: Sequence[Sequence[Instance]], tiles: Sequence[tuple], 
         tx0, ty0, tx1, ty1 = tiles[t]
         for inst in insts:
             x0, y0, x1, y1 = inst.x0, inst.y0, inst.x0 + inst.width, inst.y0 + inst.height
-            cut = ((tx0 > 0 and x0 - tx0 <= edge_margin) or (tx1 < width and tx1 - x1 <= edge_margin) or
-                   (ty0 > 0 and y0 - ty0 <= edge_margin) or (ty1 < height and ty1 - y1 <= edge_margin))
-            cands.append(_Cand(inst, t, tiles[t], cut))
+            # distance of the mask to the nearest interior tile edge (image borders do not count)
+            gaps = [g for g, interior in ((x0 - tx0, tx0 > 0), (tx1 - x1, tx1 < width),
+                                          (y0 - ty0, ty0 > 0), (ty1 - y1, ty1 < height)) if interior]
+            margin = float(min(gaps)) if gaps else math.inf
+            cands.append(_Cand(inst, t, tiles[t], margin <= edge_margin, margin))
     if not cands:
         return []
     n = len(cands)
@@ -385,27 +388,28 @@ def merge_tiles(per_tile: Sequence[Sequence[Instance]], tiles: Sequence[tuple], 
     def score(c: _Cand) -> float:
         return c.inst.score if c.inst.score is not None else 1.0
 
-    # 2. whole detections: greedy by score over the duplicate graph
+    # 2. whole detections: greedy over the duplicate graph; the view with the object well
+    #    inside its tile (>= SAFE_MARGIN px from interior edges) first, then by score
+    def rank(i: int):
+        return (-min(cands[i].margin, SAFE_MARGIN), -score(cands[i]))
+
     kept_whole: set[int] = set()
-    for i in sorted((i for i in range(n) if not cands[i].cut), key=lambda i: -score(cands[i])):
+    for i in sorted((i for i in range(n) if not cands[i].cut), key=rank):
         if not any(j in kept_whole for j in dup.get(i, ())):
             kept_whole.add(i)
-    # 3./4. pieces: join by group, drop groups lying inside a kept whole detection
+    # 3./4. pieces: join by group; drop a group lying mostly inside a whole detection of
+    #    another tile (kept, or dropped as a duplicate of a kept one: the same object)
     groups: dict[int, list[int]] = {}
     for i in range(n):
         if cands[i].cut:
             groups.setdefault(find(i), []).append(i)
     out: list[Instance] = [cands[i].inst for i in kept_whole]
     for members in groups.values():
-        if any(w in kept_whole for m in members for w in covered_by.get(m, ())):
-            # the object is whole in another tile: drop the group when most of it is inside
-            joined = _join([cands[m].inst for m in members]) if len(members) > 1 else cands[members[0]].inst
-            wholes = {w for m in members for w in covered_by.get(m, ()) if w in kept_whole}
-            if any(_inter(joined, cands[w].inst) / max(1, joined.area) >= PIECE_COVERED for w in wholes):
-                continue
-            out.append(joined)
+        joined = _join([cands[m].inst for m in members]) if len(members) > 1 else cands[members[0]].inst
+        wholes = {w for m in members for w in covered_by.get(m, ())}
+        if any(_inter(joined, cands[w].inst) / max(1, joined.area) >= PIECE_COVERED for w in wholes):
             continue
-        out.append(_join([cands[m].inst for m in members]) if len(members) > 1 else cands[members[0]].inst)
+        out.append(joined)
     out.sort(key=lambda inst: -(inst.score if inst.score is not None else 1.0))
     return out
 
@@ -549,11 +553,12 @@ class Predictor:
         return res
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        """Normalised (3, H, W) float32 CPU tensor; grey is a stride-0 view of one plane."""
+        """Normalised (C, H, W) float32 CPU tensor: C = 1 for grey (repeated to 3 channels as a
+        stride-0 view after the upload, so only one plane crosses to the device), else 3."""
         x = normalize_compact(np.asarray(image), self.normalization)
         t = torch.from_numpy(x)
         if t.ndim == 2:
-            return t.unsqueeze(0).expand(3, -1, -1)
+            return t.unsqueeze(0)
         return t.permute(2, 0, 1)  # a (3, H, W) view with channels-last memory
 
     def predict(self, image: np.ndarray, *, score_threshold: float = 0.5, tile: Optional[int] = None,
@@ -612,7 +617,8 @@ class Predictor:
             batch = []
             for n, t in chunk:
                 x0, y0, x1, y1 = grids[n][t]
-                batch.append(prepared[n][:, y0:y1, x0:x1].to(self.device, non_blocking=True))
+                t = prepared[n][:, y0:y1, x0:x1].to(self.device, non_blocking=True)
+                batch.append(t.expand(3, -1, -1) if t.shape[0] == 1 else t)
             tm = time.perf_counter()
             outs = self._forward(batch)
             t_model += time.perf_counter() - tm

@@ -97,9 +97,9 @@ def validate_event(ev: dict) -> dict:
     return ev
 
 
-def make_event(kind: str, **fields) -> dict:
-    """A clean, validated event dict ({"event": kind, **fields}, in that key order)."""
-    ev = _clean({"event": kind, **fields})
+def make_event(event_name: str, **fields) -> dict:
+    """A clean, validated event dict ({"event": event_name, **fields}, in that key order)."""
+    ev = _clean({"event": event_name, **fields})
     return validate_event(ev)
 
 

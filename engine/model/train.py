@@ -411,10 +411,10 @@ class Trainer:
                 self._log = None
 
     # -- events -------------------------------------------------------------------------
-    def _emit(self, kind: str, **fields) -> None:
+    def _emit(self, event_name: str, **fields) -> None:
         if self._rank != 0:
             return
-        ev = make_event(kind, **fields)
+        ev = make_event(event_name, **fields)
         if self._log is not None:
             self._log(ev)
         for cb in self.callbacks:
@@ -765,6 +765,7 @@ class Trainer:
         was_training = model.training
         pred = Predictor.from_model(model, labels, policy, device=self.device, run=self.run_id, copy_model=True,
                                     **kw)
+        limit_proposals(pred, val_ds.items)
         pairs = []
         try:
             for i, it in enumerate(val_ds.items):
@@ -880,6 +881,25 @@ def load_snapshot(path) -> Snapshot:
     return Snapshot.from_json(read_json_file(Path(path), "training snapshot"), path)
 
 
+def limit_proposals(pred, items) -> None:
+    """Validation speed: test-time proposals per image = 10x the most objects a validation
+    image has, between 300 and the model's own setting (1000 by default), and at most
+    max(100, 3x that many) detections. The box head runs on every proposal and the mask
+    head on every detection, which dominates CPU inference of a small image early in
+    training (many low-score detections); the same rule is used whenever two models are
+    compared on validation items."""
+    most = max((len(it.instances) for it in items), default=0)
+    rpn = getattr(getattr(pred, "model", None), "rpn", None)
+    if rpn is None:
+        return
+    for key in ("_pre_nms_top_n", "_post_nms_top_n"):
+        d = getattr(rpn, key)
+        d["testing"] = int(min(d["testing"], max(300, 10 * most)))
+    rh = getattr(pred.model, "roi_heads", None)
+    if rh is not None:  # the mask head runs on every kept detection: COCO's 100, or 3x the objects
+        rh.detections_per_img = int(min(rh.detections_per_img, max(100, 3 * most)))
+
+
 def score_model_on(model_path, snapshot: Snapshot, keys: Sequence[str], *, device="auto",
                    score_threshold: float = 0.05, cancel=None) -> dict:
     """Metrics of a saved model on the snapshot items `keys` (e.g. another run's val items)."""
@@ -890,6 +910,7 @@ def score_model_on(model_path, snapshot: Snapshot, keys: Sequence[str], *, devic
     pairs = []
     ds = InstanceDataset([it for it in snapshot.items if it.key in wanted], {"kind": "range", "min": 0, "max": 1},
                          cache_bytes=0)
+    limit_proposals(pred, ds.items)
     for i, it in enumerate(ds.items):
         raw, _ = ds.raw(i)
         insts = pred.predict(raw, score_threshold=score_threshold, cancel=cancel)

@@ -395,3 +395,65 @@ def test_image_size_mismatch_and_corrupt_image(tmp_path):
     with pytest.raises(ImageReadError, match=r"images\[0\]\.file_name"):
         coco.import_coco(proj, f)
     assert Project.open(proj.root).items == []
+
+
+def _dicom_series(folder: Path, n=3, h=16, w=20) -> np.ndarray:
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(5)
+    vols = rng.integers(0, 3000, (n, h, w), dtype=np.uint16)
+    for z in range(n):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"IM{z:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = "1.2.3", "1.2.3.4", "CT"
+        ds.InstanceNumber = z + 1
+        ds.ImagePositionPatient = [0.0, 0.0, float(z)]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.Rows, ds.Columns, ds.SamplesPerPixel = h, w, 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.RescaleSlope, ds.RescaleIntercept = 1.0, -1024.0
+        ds.PixelData = vols[z].tobytes()
+        ds.save_as(str(folder / f"IM{z:04d}.dcm"), enforce_file_format=True)
+    return vols
+
+
+def test_dicom_series_slices(tmp_path):
+    _dicom_series(tmp_path / "series")
+    proj = Project.create(tmp_path / "proj", ["organ"])
+    proj.add([tmp_path / "series"])
+    assert len(proj.items) == 3
+    for it in proj.items:
+        proj.save_annotation(ItemAnnotation(it.id, it.height, it.width,
+                                            [Instance(np.ones((3, 4), bool), it.slice, 2, "organ")], "reviewed"))
+    out = tmp_path / "exp" / "c.json"
+    coco.export_coco(proj, out)
+    data = json.loads(out.read_text())
+    for im in data["images"]:
+        it = proj.item(im["maskloop_item"])
+        # each slice names its own DICOM file, plus the series folder and its index
+        assert (out.parent / im["file_name"]).resolve() == (tmp_path / "series" / f"IM{it.slice:04d}.dcm").resolve()
+        assert im["slice"] == it.slice and (out.parent / im["maskloop_source"]).resolve() == (tmp_path / "series")
+    # copies hold the HU values (not storable as PNG when negative: TIFF)
+    coco.export_coco(proj, tmp_path / "alone", copy_images=True)
+    data = json.loads((tmp_path / "alone" / "annotations.json").read_text())
+    for im in data["images"]:
+        p = tmp_path / "alone" / im["file_name"]
+        raw = proj.load_image(im["maskloop_item"])
+        back = tifffile.imread(p) if p.suffix == ".tif" else cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(back, raw)
+    assert _self_ap(tmp_path / "alone" / "annotations.json") == pytest.approx(1.0)
+    # a COCO file naming the slice files (no MaskLoop keys) matches the series' items
+    for im in (d := json.loads(out.read_text()))["images"]:
+        del im["maskloop_item"]
+    d["annotations"] = []
+    (tmp_path / "series" / "plain.json").write_text(json.dumps(
+        dict(d, images=[dict(im, file_name=Path(im["file_name"]).name) for im in d["images"]])))
+    rep = coco.import_coco(proj, tmp_path / "series" / "plain.json")
+    assert rep.items_added == 0 and rep.items_updated == 3

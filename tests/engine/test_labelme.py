@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -336,3 +335,13 @@ def test_as_predictions(tmp_path):
     (it,) = proj.items
     ann = proj.load_annotation(it.id)
     assert ann.status == "predicted" and [i.source for i in ann.instances] == ["model"]
+
+
+def test_other_json_in_the_folder_is_skipped(tmp_path):
+    f = _one_file_dataset(tmp_path, _lm([POLY]))
+    (f.parent / "coco.json").write_text(json.dumps({"images": [], "annotations": [], "categories": []}))
+    proj = Project.create(tmp_path / "proj")
+    rep = lm.import_labelme(proj, f.parent)
+    assert rep.files == 1 and rep.skipped["JSON files that are not labelme files"] == 1
+    with pytest.raises(FormatError, match="not a labelme file"):
+        lm.import_labelme(proj, f.parent / "coco.json")

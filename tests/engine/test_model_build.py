@@ -206,6 +206,22 @@ def test_coco_weights_from_the_cache_replace_the_class_heads(tmp_path, monkeypat
         B.build_model("r50fpn", 3, base="coco")
 
 
+def test_imagenet_backbone_from_the_cache(tmp_path, monkeypatch):
+    import torchvision
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(B, "download", lambda *a, **k: pytest.fail("must not download"))
+    torch.manual_seed(2)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    target = B.weights_file(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
+    assert target.name == "resnet18-f37072fd.pth"
+    target.parent.mkdir(parents=True)
+    torch.save(state, target)
+    m = B.build_model("r18fpn", 2, base="imagenet")
+    assert torch.equal(m.backbone.body.layer2[0].conv1.weight, state["layer2.0.conv1.weight"])
+    assert _has(m, FrozenBatchNorm2d) and m.maskloop_config["trainable_layers"] == 3
+    assert not m.backbone.body.conv1.weight.requires_grad and m.backbone.body.layer4[0].conv1.weight.requires_grad
+
+
 # --- checkpoints ---------------------------------------------------------------------------
 
 def test_checkpoint_round_trip_is_identical(r18, r18_ckpt):

@@ -233,6 +233,15 @@ def test_merge_drops_pieces_inside_a_whole_detection_and_dedupes():
     piece = Instance.from_full_mask(cut, "a", score=0.8)
     out = merge_tiles([[whole], [piece]], tiles, 50, 160)
     assert len(out) == 1 and out[0].score == 0.9
+    # of two views of one object, the one well inside its tile wins over a higher-scored
+    # view that ends near an interior edge (truncated there, but not within 2 px of it)
+    near = full.copy()
+    near[:, 95:] = False  # tile A's view stops 5 px before A's right edge (x=100)
+    tiles3 = [(0, 0, 100, 50), (40, 0, 140, 50)]
+    a_view = Instance.from_full_mask(near, "a", score=0.95)
+    b_view = Instance.from_full_mask(full, "a", score=0.6)  # 22 px from B's left edge
+    out = merge_tiles([[a_view], [b_view]], tiles3, 50, 160)
+    assert len(out) == 1 and out[0].same_pixels(b_view)
     # two different objects in two tiles stay two
     other = np.zeros((50, 160), bool)
     other[35:45, 120:150] = True

@@ -306,3 +306,19 @@ def test_train_command_runs_the_cli_of_this_installation(tmp_path):
 def test_describe_exit_without_events():
     kind, msg = describe_exit(1, False, "", None, cancelled=False)
     assert kind == "exit" and "exit status 1" in msg and "unchanged" in msg
+
+
+def test_a_model_for_other_labels_is_refused(qtbot, model_file):
+    class P(FakePredictor):
+        label_names = ["nucleus", "mitochondrion"]
+
+    class Proj(FakeProject):
+        labels = ["nucleus"]
+
+    svc = SegmentService(predictor_factory=lambda path, device: P(path, device))
+    try:
+        with qtbot.waitSignal(svc.failed, timeout=10000) as blocker:
+            svc.segment(Proj(), ["item0"], model_path=str(model_file))
+        assert "mitochondrion" in blocker.args[1]
+    finally:
+        svc.shutdown()

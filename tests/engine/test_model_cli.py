@@ -1,0 +1,160 @@
+"""The model subcommands: demo, train, segment, evaluate (DESIGN.md section 6)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.cli import run as cli_run
+from engine.demo import synthetic_project
+from engine.model import progress as P
+from engine.project import Project
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--device", "cpu", "--arch", "r18fpn", "--base", "scratch", "--batch-size", "2", "--val-fraction", "0.25"]
+
+
+def maskloop(*args, timeout=300, **kw):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny project trained once through the CLI (1 epoch), with --progress jsonl."""
+    root = tmp_path_factory.mktemp("cli") / "p"
+    synthetic_project(root, "nuclei", 4, 96)
+    r = maskloop("train", root, "--epochs", "1", "--progress", "jsonl", *TINY)
+    return root, r
+
+
+@pytest.fixture
+def project(trained, tmp_path):
+    root = tmp_path / "p"
+    shutil.copytree(trained[0], root)
+    return root
+
+
+def test_model_commands_do_not_load_torch_until_used():
+    code = ("import sys, engine.cli, engine.cli.model_cmds, engine.demo; engine.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'PyQt5')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_train_prints_json_lines_and_activates(trained):
+    root, r = trained
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    events = [json.loads(line) for line in lines]  # stdout is pure JSON lines
+    for ev in events:
+        P.validate_event(ev)
+    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
+    run = events[-1]["run"]
+    assert "made " + run + " the active model" in r.stderr
+    proj = Project.open(root)
+    assert proj.active_model == run
+    assert (root / events[-1]["model"]).is_file()
+
+
+def test_segment_and_evaluate(project):
+    proj = Project.open(project)
+    first = proj.items[0].id
+    ann = proj.load_annotation(first)
+    ann.status = "predicted"
+    proj.save_annotation(ann)  # one item no longer reviewed: it gets segmented
+    r = maskloop("segment", project, "--score", "0.3", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("segmented 1 item(s)") and "skipped 3 reviewed" in r.stdout
+    after = Project.open(project).load_annotation(first)
+    assert after.status == "predicted"
+    assert all(i.source == "model" and i.score >= 0.3 for i in after.instances)
+
+    r = maskloop("evaluate", project, "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "on 3 reviewed item(s)" in r.stdout and "mask_AP50" in r.stdout and "acc50" in r.stdout
+    r = maskloop("evaluate", project, "--items", "val", "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert len(m["items"]) == 1 and 0.0 <= m["mask_AP50"] <= 1.0 and "acc50" in m
+
+
+def test_usage_and_failure_exits(tmp_path, capsys):
+    root = tmp_path / "p"
+    synthetic_project(root, "nuclei", 2, 64)
+    with pytest.raises(SystemExit) as e:
+        cli_run(["train", str(root), "--epochs", "0"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        cli_run(["segment", str(root), "--score", "2"])
+    assert e.value.code == 2
+    capsys.readouterr()
+    assert cli_run(["segment", str(root)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no active model" in err
+    assert cli_run(["train", str(root), "--base", "no-such-run"]) == 1
+    assert "no-such-run" in capsys.readouterr().err
+    assert cli_run(["segment", str(root), "--model", "x", "--items", "nope"]) == 1
+    assert "nope" in capsys.readouterr().err
+
+
+def test_demo_builds_a_sample_project(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli_run(["demo", str(out), "--size", "96"]) == 0
+    assert "created demo project" in capsys.readouterr().out
+    proj = Project.open(out)
+    assert proj.labels.names() == ["rock", "pore", "nucleus"]
+    st = proj.statuses()
+    assert sum(s == "reviewed" for s in st.values()) == 8 and sum(s == "new" for s in st.values()) == 6
+    kinds = {s.kind for s in proj.sources}
+    assert kinds == {"stack", "image"}
+    reviewed = [i for i, s in st.items() if s == "reviewed"]
+    labels = {inst.label for i in reviewed for inst in proj.load_annotation(i).instances}
+    assert labels == {"rock", "pore", "nucleus"}
+    img = proj.load_image(proj.items[0].id)
+    assert img.dtype.name == "uint16" and img.shape == (96, 96)
+    # not over an existing folder with files
+    assert cli_run(["demo", str(out)]) == 1
+    assert "exists" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    root = tmp_path / "p"
+    synthetic_project(root, "nuclei", 4, 96)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "train", str(root), "--epochs", "3",
+                             "--progress", "jsonl", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO, env=env)
+    try:
+        seen = []
+        for line in proc.stdout:
+            ev = P.parse_line(line)
+            if ev is not None:
+                seen.append(ev)
+                if ev["event"] == "iter":
+                    proc.send_signal(signal.SIGINT)
+                    break
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = seen + [e for e in map(P.parse_line, out.splitlines()) if e is not None]
+    assert proc.returncode == 1, err
+    assert events[-1]["event"] == "error" and events[-1]["kind"] == "cancelled"
+    assert "cancelled" in err and "--resume" in err
+    run = events[0]["run"]
+    assert (root / "models" / run / "last.pt").is_file()
+    assert Project.open(root).active_model is None
+    r = maskloop("train", root, "--resume", run, "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert (root / "models" / run / "model.pt").is_file()
+    assert Project.open(root).active_model == run
