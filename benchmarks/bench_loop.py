@@ -215,6 +215,8 @@ def main(argv=None) -> int:
     if shots:
         first_unreviewed = ids[0]
         c.set_current_item(first_unreviewed)
+        wf.training_dock.setVisible(False)
+        win.resize(1500, 950)
         wf.review.set_score_threshold(0.5)
         win.canvas.fit()
         for _ in range(20):
@@ -222,7 +224,7 @@ def main(argv=None) -> int:
             time.sleep(0.01)
         save_small(win.grab(), shots / "review.png")
         mp = wf.models_panel
-        mp.resize(760, 220)
+        mp.resize(1000, 180)
         save_small(mp.grab(), shots / "models_panel.png")
         print(f"screenshots in {shots}")
     if args.json:

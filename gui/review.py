@@ -419,9 +419,10 @@ def _preview_pixmap(display: np.ndarray, instances: list, max_side: int = 420) -
     edges |= cv2.morphologyEx(lab.astype(np.float32), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
     out[edges] = (255, 255, 255)
     h, w = out.shape[:2]
-    s = min(1.0, max_side / max(h, w))
-    if s < 1.0:
-        out = cv2.resize(out, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
+    s = max_side / max(h, w)
+    if s != 1.0:
+        out = cv2.resize(out, (max(1, int(w * s)), max(1, int(h * s))),
+                         interpolation=cv2.INTER_AREA if s < 1.0 else cv2.INTER_NEAREST)
     out = np.ascontiguousarray(out)
     qimg = QtGui.QImage(out.data, out.shape[1], out.shape[0], out.strides[0], QtGui.QImage.Format_RGB888)
     return QtGui.QPixmap.fromImage(qimg.copy())
@@ -466,7 +467,7 @@ class ClassicDialog(QtWidgets.QDialog):
         self.polarity.addItem("dark objects", "dark")
         self.preview = QtWidgets.QLabel()
         self.preview.setObjectName("classicPreview")
-        self.preview.setMinimumSize(260, 260)
+        self.preview.setFixedSize(380, 380)
         self.preview.setAlignment(QtCore.Qt.AlignCenter)
         self.summary = QtWidgets.QLabel()
         self.summary.setObjectName("classicSummary")
@@ -489,7 +490,7 @@ class ClassicDialog(QtWidgets.QDialog):
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(note)
         lay.addLayout(form)
-        lay.addWidget(self.preview, 1)
+        lay.addWidget(self.preview, 0, QtCore.Qt.AlignHCenter)
         lay.addWidget(self.summary)
         lay.addWidget(buttons)
         self._timer = QtCore.QTimer(self)
@@ -502,6 +503,8 @@ class ClassicDialog(QtWidgets.QDialog):
         self.polarity.currentIndexChanged.connect(lambda _v: self._timer.start())
         self._init_level()
         self.update_preview()
+        lay.setSizeConstraint(QtWidgets.QLayout.SetMinimumSize)
+        self.resize(580, lay.totalMinimumSize().height() + 110)  # room for the wrapped note
 
     def _crop(self) -> tuple[np.ndarray, Optional[np.ndarray], int, int]:
         ctl = self.controller
@@ -545,7 +548,8 @@ class ClassicDialog(QtWidgets.QDialog):
             self.summary.setText(str(e))
             return
         if disp is not None:
-            self.preview.setPixmap(_preview_pixmap(disp, self.instances))
+            side = 376  # the preview label is at least 380 x 380
+            self.preview.setPixmap(_preview_pixmap(disp, self.instances, max_side=side))
         cropped = self.controller.image is not None and self._crop()[0].shape != self.controller.image.shape
         self.summary.setText(f"{len(self.instances)} object(s) found"
                              + (" in the central 1024×1024 pixels (preview)" if cropped else ""))

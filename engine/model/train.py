@@ -882,21 +882,14 @@ def load_snapshot(path) -> Snapshot:
 
 
 def limit_proposals(pred, items) -> None:
-    """Validation speed: test-time proposals per image = 10x the most objects a validation
-    image has, between 300 and the model's own setting (1000 by default), and at most
-    max(100, 3x that many) detections. The box head runs on every proposal and the mask
-    head on every detection, which dominates CPU inference of a small image early in
-    training (many low-score detections); the same rule is used whenever two models are
-    compared on validation items."""
+    """Validation speed: at most max(100, 3x the most objects of a validation image)
+    detections per image (COCO AP counts 100 per image), since the mask head runs on every
+    detection, and early in training there are hundreds of low-score ones. Proposals are
+    left as the Predictor has them, so validation scores what `segment` will produce.
+    The same rule is used whenever two models are compared on validation items."""
     most = max((len(it.instances) for it in items), default=0)
-    rpn = getattr(getattr(pred, "model", None), "rpn", None)
-    if rpn is None:
-        return
-    for key in ("_pre_nms_top_n", "_post_nms_top_n"):
-        d = getattr(rpn, key)
-        d["testing"] = int(min(d["testing"], max(300, 10 * most)))
-    rh = getattr(pred.model, "roi_heads", None)
-    if rh is not None:  # the mask head runs on every kept detection: COCO's 100, or 3x the objects
+    rh = getattr(getattr(pred, "model", None), "roi_heads", None)
+    if rh is not None:
         rh.detections_per_img = int(min(rh.detections_per_img, max(100, 3 * most)))
 
 

@@ -145,7 +145,8 @@ class ModelsPanel(QtWidgets.QWidget):
     activeModelChanged = QtCore.pyqtSignal(object)   # run id or None
     message = QtCore.pyqtSignal(str)
 
-    COLUMNS = ("", "Run", "Date", "Arch", "Base", "Items", "mask AP", "AP50", "acc50")
+    COLUMNS = ("", "Run", "mask AP", "AP50", "acc50", "Items", "Base", "Arch", "Date")
+    METRIC_COLUMNS = (2, 3, 4)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -216,21 +217,23 @@ class ModelsPanel(QtWidgets.QWidget):
         for row, (info, _e) in enumerate(infos):
             is_active = info["run"] == self.active
             items = info["train_items"]
-            items_txt = "–" if items is None else (f"{items}" + (f" + {info['val_items']} val"
+            items_txt = "–" if items is None else (f"{items}" + (f" + {info['val_items']}"
                                                                  if info["val_items"] else ""))
             cells = ["●" if is_active else "", info["run"],
-                     info["date"].strftime("%Y-%m-%d %H:%M") if info["date"] else "–",
-                     info["arch"] or "–", str(info["base"]) if info["base"] is not None else "–",
-                     items_txt, _fmt(info["mask_AP"]), _fmt(info["mask_AP50"]), _fmt(info["acc50"])]
+                     _fmt(info["mask_AP"]), _fmt(info["mask_AP50"]), _fmt(info["acc50"]), items_txt,
+                     str(info["base"]) if info["base"] is not None else "–", info["arch"] or "–",
+                     info["date"].strftime("%Y-%m-%d %H:%M") if info["date"] else "–"]
             for col, text in enumerate(cells):
                 it = QtWidgets.QTableWidgetItem(text)
                 it.setData(QtCore.Qt.UserRole, info["run"])
+                if col == 5:
+                    it.setToolTip("training items + validation items")
                 if is_active:
                     it.setFont(bold)
                 if col == 0:
                     it.setForeground(QtGui.QBrush(QtGui.QColor(30, 150, 60)))
                     it.setToolTip("active model: auto-segment uses it")
-                if col >= 6:
+                if col in self.METRIC_COLUMNS:
                     it.setTextAlignment(QtCore.Qt.AlignRight | QtCore.Qt.AlignVCenter)
                 self.table.setItem(row, col, it)
             if info["run"] == selected:

@@ -70,8 +70,8 @@ def test_segment_and_evaluate(project):
     proj = Project.open(project)
     first = proj.items[0].id
     ann = proj.load_annotation(first)
-    ann.status = "predicted"
-    proj.save_annotation(ann)  # one item no longer reviewed: it gets segmented
+    ann.status, ann.instances = "new", []
+    proj.save_annotation(ann)  # one item not annotated: it gets segmented
     r = maskloop("segment", project, "--score", "0.3", "--device", "cpu")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("segmented 1 item(s)") and "skipped 3 reviewed" in r.stdout
