@@ -22,7 +22,7 @@ import numpy as np
 
 from . import imageio
 from .annotations import ItemAnnotation, LabelSet
-from .errors import FormatError, ImageReadError, LabelError, ProjectError
+from .errors import ImageReadError, LabelError, ProjectError
 from .fsutil import atomic_write_json
 from .jobs import check, report
 
@@ -53,16 +53,8 @@ def safe_stem(text: str) -> str:
 
 def read_json_file(path: Path, what: str = "JSON"):
     """Parse a JSON file; errors name the file and the line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FormatError(f"{what} file not found", path) from None
-    except UnicodeDecodeError as e:
-        raise FormatError(f"not UTF-8 text ({e.reason})", path) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FormatError(f"malformed JSON: {e.msg}", path, f"line {e.lineno} column {e.colno}") from None
+    from .formats import read_json
+    return read_json(path, what)
 
 
 class Project:

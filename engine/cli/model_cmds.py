@@ -242,6 +242,25 @@ class _Signals:
                 pass
 
 
+class _EndTracker:
+    """Forwards events; `ensure_end` writes an "error" event when the stream has not
+    ended yet (a failure before the Trainer could report it), so a program reading the
+    JSON lines always sees how the run ended."""
+
+    def __init__(self, sink):
+        self.sink, self.ended = sink, False
+
+    def __call__(self, ev: dict) -> None:
+        if ev.get("event") in ("done", "error"):
+            self.ended = True
+        self.sink(ev)
+
+    def ensure_end(self, kind: str, message: str) -> None:
+        if not self.ended:
+            self({"event": "error", "kind": kind if kind in ("oom", "data", "cancelled", "internal") else "data",
+                  "message": message})
+
+
 def _init_distributed(device: str) -> bool:
     """Under torchrun: initialise the default process group. True when this call did it."""
     try:
@@ -286,16 +305,31 @@ def cmd_train(args) -> int:
     try:
         world, rank, _ = dist_info()
         callbacks = []
+        sink = _EndTracker(JsonlWriter(stream=sys.stdout)) if jsonl and rank == 0 else None
         if rank == 0:
-            callbacks.append(JsonlWriter(stream=sys.stdout) if jsonl else TerminalBar(sys.stderr))
+            callbacks.append(sink if sink is not None else TerminalBar(sys.stderr))
         token = CancelToken()
         with _Signals(token, quiet=jsonl or rank != 0):
             try:
                 result = train_project(proj, cfg, callbacks=callbacks, cancel=token, resume=args.resume)
             except CancelledError as e:
+                if sink is not None:
+                    sink.ensure_end("cancelled", e.message)
                 if rank == 0:
                     print(f"maskloop train: {e.message}", file=sys.stderr)
                 return 1
+            except MaskLoopError as e:  # e.g. no reviewed items: fails before the Trainer reports
+                if sink is not None:
+                    sink.ensure_end(getattr(e, "kind", "data"), e.one_line())
+                raise
+            except KeyboardInterrupt:
+                if sink is not None:
+                    sink.ensure_end("cancelled", "interrupted")
+                raise
+            except Exception as e:
+                if sink is not None:
+                    sink.ensure_end("internal", f"{type(e).__name__}: {e}")
+                raise
         if rank != 0:
             return 0
         best = result.best

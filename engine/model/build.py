@@ -43,7 +43,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 from torchvision.ops import misc as misc_nn_ops
 
 from ..errors import CheckpointError
-from ..fsutil import _fsync_dir
+from ..fsutil import _fsync_dir, atomic_writer
 from .normalize import PolicyError, validate_policy
 
 CHECKPOINT_FORMAT = "maskloop-checkpoint"
@@ -618,21 +618,8 @@ def save_checkpoint(path, model: nn.Module, *, label_names: list[str], normaliza
     sd = ckpt.pop("state_dict")
     ckpt = _plain(ckpt, "checkpoint")
     ckpt["state_dict"] = sd
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+    with atomic_writer(path) as f:
+        torch.save(ckpt, f)
     return path
 
 

@@ -34,6 +34,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -351,6 +352,7 @@ class Trainer:
         self._display_root: Optional[Path] = None
         self._rank = 0
         self._world = 1
+        self.started = False  # True once the "start" event went out (setup succeeded)
 
     # -- public -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -370,6 +372,7 @@ class Trainer:
         self.run_id = run_id or run_dir.name
         self.cancel = cancel
         self._stop = False
+        self.started = False
         self._world, self._rank, local_rank = dist_info()
         self._display_root = Path(display_root) if display_root is not None else None
         if self._rank == 0:
@@ -474,8 +477,7 @@ class Trainer:
         # model and normalisation ----------------------------------------------------------
         base_ckpt = None
         if ckpt is not None:
-            model = mbuild.construct(ckpt["model_config"])
-            mbuild._load_state(model, ckpt["state_dict"], last_path, strict_heads=True)
+            model = mbuild.model_from_checkpoint(ckpt)  # strict load; train mode is set per epoch
             policy = ckpt["normalization"]
         else:
             kind = _base_kind(cfg.base)
@@ -586,6 +588,7 @@ class Trainer:
                    start_epoch=start_epoch, start_iter=start_iter, dropped=dict(data.dropped),
                    instances=sum(len(it.instances) for it in train_items), batch_size=bs,
                    normalization=policy)
+        self.started = True
         self._hook("before_train")
 
         t_iter_sum, n_timed, t_val_sum, n_val = 0.0, 0, 0.0, 0
@@ -872,8 +875,15 @@ def train_project(project, config: Optional[TrainConfig] = None, *, callbacks=()
         if rank != 0:
             data = load_snapshot(run_dir / "snapshot.json")
     trainer = Trainer(config, callbacks)
-    return trainer.fit(data, run_dir, run_id=run_id, resume=bool(resume), cancel=cancel,
-                       display_root=project.root)
+    try:
+        return trainer.fit(data, run_dir, run_id=run_id, resume=bool(resume), cancel=cancel,
+                           display_root=project.root)
+    except BaseException:
+        # a run that failed in its setup (e.g. COCO weights not available, an unreadable
+        # base checkpoint) leaves no folder behind; one that trained keeps its log and checkpoints
+        if rank == 0 and not resume and not trainer.started:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def load_snapshot(path) -> Snapshot:

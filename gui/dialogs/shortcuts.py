@@ -1,7 +1,7 @@
 """The keyboard shortcuts help: every action with a shortcut, plus the canvas's own keys."""
 from __future__ import annotations
 
-from PyQt5 import QtCore, QtGui, QtWidgets
+from PyQt5 import QtGui, QtWidgets
 
 CANVAS_KEYS = [
     ("Canvas", "Mouse wheel", "Zoom to the cursor"),

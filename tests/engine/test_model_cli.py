@@ -131,7 +131,7 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     root = tmp_path / "p"
     synthetic_project(root, "nuclei", 4, 96)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "train", str(root), "--epochs", "3",
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), "train", str(root), "--epochs", "2",
                              "--progress", "jsonl", *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=REPO, env=env)
     try:
