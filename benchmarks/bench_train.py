@@ -8,7 +8,9 @@ TIFF in a project), same architecture (r50fpn) and batch size; native resolution
 (bf16) and channels_last on CUDA; also the CPU default arch r18fpn.
 
 Each configuration runs in its own process (clean peak memory): images/s over the timed
-steps after warm-up steps, and peak memory (CUDA: max allocated; CPU: peak RSS).
+steps after warm-up steps, and peak memory (CUDA: max allocated; CPU: peak RSS). All
+steps lie in one epoch, so MaskLoop's per-epoch checkpoint is not in the timing (the
+reference loop writes none); no validation (--val-fraction 0).
 
     python benchmarks/bench_train.py                 # CPU (short), and CUDA when present
     python benchmarks/bench_train.py --device cuda --size 1024 --images 16 --batch 4 --steps 20
@@ -158,9 +160,11 @@ def main(argv=None) -> int:
         a.device = dev
         a.size = args.size or (1024 if cuda else 256)
         a.batch = args.batch if not (cuda and args.batch == 2 and args.size is None) else 4
-        a.images = args.images or max(4, 2 * a.batch)
         a.steps = args.steps or (20 if cuda else 3)
         a.warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
+        # one epoch holds every step: MaskLoop's end-of-epoch checkpoint is not timed
+        # (the reference loop saves nothing either)
+        a.images = args.images or (a.warmup + a.steps) * a.batch
         with tempfile.TemporaryDirectory(prefix="maskloop-bench-train-") as tmp:
             a.project = str(Path(tmp) / "proj")
             make_project(Path(a.project), a.images, a.size)  # the same images for every configuration

@@ -385,7 +385,9 @@ def describe_exit(exit_code: int, crashed: bool, stderr_tail: str, error_event: 
     last = tail.splitlines()[-1].strip() if tail else ""
     low = tail.lower()
     if cancelled:
-        return "cancelled", "training was cancelled; the project is unchanged"
+        hint = next((ln.strip() for ln in reversed(tail.splitlines()) if "--resume" in ln), "")
+        return "cancelled", "training was cancelled; the project is unchanged" + (
+            f" ({hint.split(': ', 1)[-1]})" if hint else "")
     if error_event:
         kind = str(error_event.get("kind") or "internal")
         msg = str(error_event.get("message") or last or "unknown error")

@@ -582,14 +582,20 @@ class InstanceDataset(torch.utils.data.Dataset):
             return normalize(img, range_policy(lo, hi))
         return normalize(img, self.policy)
 
-    def rng(self, idx: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, int(idx)])
+    def rng(self, idx: int, epoch: Optional[int] = None) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(idx)])
 
-    def __getitem__(self, idx: int):
+    def __getitem__(self, key):
+        """key: an index (augmented for the current epoch) or an (epoch, index) pair, which
+        is what EpochBatches yields, so persistent worker processes need no epoch update."""
+        if isinstance(key, tuple):
+            epoch, idx = int(key[0]), int(key[1])
+        else:
+            epoch, idx = self.epoch, int(key)
         it = self.items[idx]
         image = self.image(idx)
         insts = [_Inst(inst.mask, inst.x0, inst.y0, c) for inst, c in zip(it.instances, it.classes)]
-        image, insts = apply_augment(image, insts, self.augment, self.rng(idx))
+        image, insts = apply_augment(image, insts, self.augment, self.rng(idx, epoch))
         H, W = image.shape[:2]
         target = to_target(insts, H, W)
         target["image_id"] = torch.tensor(idx, dtype=torch.int64)
@@ -600,6 +606,23 @@ class InstanceDataset(torch.utils.data.Dataset):
 def collate(batch):
     """Lists of images and targets (torchvision detection models take lists)."""
     return [b[0] for b in batch], [b[1] for b in batch]
+
+
+class EpochBatches:
+    """A batch sampler whose batches are set per epoch (set()), yielding (epoch, index)
+    pairs; one DataLoader with persistent workers serves the whole run."""
+
+    def __init__(self) -> None:
+        self.batches: list[list] = []
+
+    def set(self, batches: list[list[int]], epoch: int) -> None:
+        self.batches = [[(int(epoch), int(i)) for i in b] for b in batches]
+
+    def __iter__(self):
+        return iter(list(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, *, shuffle: bool = True,

@@ -49,7 +49,7 @@ from ..errors import CancelledError, CheckpointError, MaskLoopError
 from ..fsutil import atomic_write_json
 from ..jobs import CancelToken
 from . import build as mbuild
-from .data import Augment, DataError, InstanceDataset, Snapshot, collate, epoch_batches
+from .data import Augment, DataError, EpochBatches, InstanceDataset, Snapshot, collate, epoch_batches
 from .normalize import default_policy, validate_policy
 from .progress import JsonlWriter, make_event
 
@@ -593,8 +593,13 @@ class Trainer:
 
         t_iter_sum, n_timed, t_val_sum, n_val = 0.0, 0, 0.0, 0
         stopped_early = False
-        gen = torch.Generator()
+        gen = torch.Generator()  # the loader draws its worker seeds here, not from the global RNG
         gen.manual_seed(cfg.seed)
+        sampler = EpochBatches()
+        workers = int(cfg.num_workers)
+        loader = torch.utils.data.DataLoader(
+            train_ds, batch_sampler=sampler, collate_fn=collate, num_workers=workers, generator=gen,
+            pin_memory=device.type == "cuda", persistent_workers=workers > 0)
         in_step = False
         epoch = start_epoch
         self.epoch, self.iter = start_epoch, start_iter
@@ -605,10 +610,7 @@ class Trainer:
                 train_ds.set_epoch(epoch)
                 batches = epoch_batches(len(train_ds), bs, epoch, cfg.seed, rank=self._rank, world=self._world)
                 first = start_iter if epoch == start_epoch else 0
-                loader = torch.utils.data.DataLoader(
-                    train_ds, batch_sampler=batches[first:], collate_fn=collate,
-                    num_workers=int(cfg.num_workers), generator=gen,
-                    pin_memory=device.type == "cuda", persistent_workers=False)
+                sampler.set(batches[first:], epoch)
                 train_model.train()
                 loss_sum, loss_n = 0.0, 0
                 if epoch == start_epoch and ckpt is not None and not state.get("epoch_done"):

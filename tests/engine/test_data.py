@@ -301,3 +301,21 @@ def test_unreadable_image_names_the_file(proj_dir, tmp_path):
     with pytest.raises(ImageReadError) as e:
         D.InstanceDataset([item], percentile_policy())[0]
     assert "broken.tif" in str(e.value)
+
+
+def test_worker_processes_give_the_same_samples(proj_dir):
+    """Augmentation depends on (seed, epoch, index) only: persistent workers fed
+    (epoch, index) pairs produce exactly what the main process would."""
+    snap = D.Snapshot.from_project(_open(proj_dir))
+    ds = D.InstanceDataset(snap.items, percentile_policy(), D.Augment(crop=64), seed=5)
+    sampler = D.EpochBatches()
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=D.collate, num_workers=2,
+                                         persistent_workers=True)
+    for epoch in (1, 2):
+        batches = D.epoch_batches(len(ds), 2, epoch, seed=5)
+        sampler.set(batches, epoch)
+        got = [x for images, _ in loader for x in images]
+        ds.set_epoch(epoch)
+        want = [ds[i][0] for b in batches for i in b]
+        assert len(got) == len(want) == len(ds)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))

@@ -277,7 +277,8 @@ def test_lr_schedule():
 def test_fine_tune_from_a_run_keeps_heads_and_normalisation(reference_run, tiny):
     _, ref, _ = reference_run
     ck = load_checkpoint(ref.model_path)
-    res = train_project(tiny, tiny_config(epochs=1, base=str(ref.model_path), lr=1e-12, warmup_iters=0))
+    res = train_project(tiny, tiny_config(epochs=1, base=str(ref.model_path), lr=1e-12, warmup_iters=0,
+                                          optimizer="sgd"))
     new = load_checkpoint(res.model_path)
     assert new["normalization"] == ck["normalization"] and new["arch"] == ck["arch"]
     # lr ~ 0: the class heads were kept, not re-initialised (BN statistics move in train mode)
@@ -312,3 +313,14 @@ def test_ddp_two_processes_on_cpu(tiny):
     assert [e["event"] for e in logged] == kinds  # one writer: rank 0
     assert (run_dir / "model.pt").is_file()
     assert Project.open(tiny.root).active_model == run_dir.name
+
+
+@pytest.mark.gpu
+def test_cuda_training_uses_amp_and_channels_last(tiny):
+    events = []
+    res = train_project(tiny, tiny_config(device="cuda", num_workers=2), callbacks=[events.append])
+    assert events[0]["device"].startswith("cuda")
+    cfg = json.loads((res.run_dir / "config.json").read_text())["train"]
+    assert cfg["amp"] in ("bf16", "fp16") and cfg["channels_last"] is True
+    assert all(math.isfinite(e["loss"]) for e in events if e["event"] == "iter")
+    assert load_checkpoint(res.model_path)["state_dict"]["backbone.body.conv1.weight"].device.type == "cpu"
