@@ -190,14 +190,14 @@ def cmd_segment(args) -> int:
     proj = Project.open(args.project)
     ids = _select_items(proj, args.items)
     model_path = proj.resolve_model(args.model)
+    if not ids:
+        print("nothing to segment (no matching items)")
+        return 0
     from ..model.predict import Predictor
     kw = {}
     if args.tile is not None:
         kw["tile"] = args.tile
     pred = Predictor(model_path, device=args.device, expected_labels=proj.labels, **kw)
-    if not ids:
-        print("nothing to segment (no matching items)")
-        return 0
     res = pred.predict_items(proj, ids, score_threshold=args.score, tile=args.tile,
                              progress=TerminalProgress("segmenting"))
     n, sk = len(res["predicted"]), len(res["skipped"])
@@ -301,6 +301,9 @@ def cmd_train(args) -> int:
                       augment=not args.no_augment, early_stop=args.early_stop,
                       include_unreviewed=args.include_unreviewed, num_workers=args.workers)
     cfg.validate()
+    if args.resume and not jsonl and os.environ.get("RANK", "0") == "0":
+        print(f"resuming {args.resume} with its saved settings (device and workers from this command)",
+              file=sys.stderr)
     started = _init_distributed(args.device)
     try:
         world, rank, _ = dist_info()

@@ -26,14 +26,14 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .. import imageio
-from ..annotations import Instance, ItemAnnotation
-from ..errors import FormatError, ImageReadError, LabelError, MaskLoopError, ProjectError
+from ..annotations import Instance
+from ..errors import FormatError, ImageReadError, MaskLoopError
 from ..jobs import check, report
 from .normalize import intensity_bounds, normalize, range_policy, validate_policy
 

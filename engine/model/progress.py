@@ -201,6 +201,10 @@ class TerminalBar:
             self.epochs, self.ipe = int(ev.get("epochs", 0)), int(ev.get("iters_per_epoch", 0))
             out.write(f"training on {ev.get('device')}: {ev.get('train_items')} train / "
                       f"{ev.get('val_items')} val items, {self.epochs} epochs x {self.ipe} iterations\n")
+            dropped = ev.get("dropped") or {}
+            if dropped:
+                out.write("left out of the training data: "
+                          + ", ".join(f"{n} instance(s): {why}" for why, n in sorted(dropped.items())) + "\n")
             out.flush()
             return
         if kind == "iter":

@@ -31,16 +31,14 @@ logs; cancel, early stop and non-finite losses are agreed on by all ranks.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 

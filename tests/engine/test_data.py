@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from engine import synthetic as S
 from engine.annotations import Instance, ItemAnnotation
 from engine.demo import synthetic_project
 from engine.errors import FormatError
@@ -246,7 +245,6 @@ def test_intensity_augment_is_bounded_and_seeded():
 def test_crop_drops_slivers_but_keeps_real_parts():
     m = np.ones((20, 20), bool)
     insts = [D._Inst(m, 0, 0, 1), D._Inst(m, 30, 30, 1)]
-    img = np.zeros((100, 100, 3), np.float32)
     aug = D.Augment.none(crop=0)
     aug.min_area, aug.min_visible = 8, 0.25
     cut = D.crop_instances(insts, 19, 19, 60, 60)  # first: a 1x1 corner; second: whole

@@ -20,8 +20,7 @@ from engine.errors import CancelledError, MaskLoopError
 from engine.jobs import CancelToken
 from engine.model import progress as P
 from engine.model.build import load_checkpoint
-from engine.model.train import (Callback, TrainConfig, Trainer, TrainingError, lr_factor, load_snapshot,
-                                train_project)
+from engine.model.train import Callback, TrainConfig, TrainingError, lr_factor, train_project
 from engine.project import Project
 
 REPO = Path(__file__).resolve().parents[2]
