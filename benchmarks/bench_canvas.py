@@ -382,7 +382,7 @@ def main(argv=None) -> int:
     print(f"\n{'ms':44s} {'MaskLoop':>8s} {'labelme':>8s}  speed-up")
     for name, a, b in rows:
         print(f"{name:44s} {f(a)} {f(b)}  {ratio(a, b)}")
-    print(f"\nsame, CPU time of the GUI thread (robust to other load on the machine):")
+    print("\nsame, CPU time of the GUI thread (robust to other load on the machine):")
     rows_cpu = [
         ("open to first paint (median)", ml["first_paint_ms"]["cpu_median"], lm["first_paint_ms"]["cpu_median"]),
         ("mouse-move p95 (ML brush / LM polygon)", ml["brush_move_ms"]["cpu"]["p95"], lm["polygon_move_ms"]["cpu"]["p95"]),

@@ -81,7 +81,6 @@ def main(argv=None) -> int:
                     help="with --screenshots: fine-tune the new model again for the Models panel")
     args = ap.parse_args(argv)
 
-    from PyQt5 import QtWidgets
     from engine.demo import synthetic_project
     from gui.app import create_app
     from gui.main_window import MainWindow

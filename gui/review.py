@@ -15,7 +15,7 @@ Rules (issue 5):
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets

@@ -21,7 +21,6 @@ No file-format or model logic lives here: the worker calls the engine, the runne
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from PyQt5 import QtCore, QtWidgets
+from PyQt5 import QtWidgets
 
 ARCHS = ("r18fpn", "r50fpn", "r50fpn_v2", "r101fpn", "x101fpn")
 ARCH_TEXT = {

@@ -10,7 +10,6 @@ Small images (128 px) and r18fpn keep it to a couple of minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys

@@ -5,15 +5,13 @@ import os
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before any Qt import
 
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("PyQt5")
 pytest.importorskip("pytestqt")
 
-from PyQt5 import QtCore, QtGui, QtWidgets  # noqa: E402
+from PyQt5 import QtCore  # noqa: E402
 
 from guihelpers import make_project, open_window  # noqa: E402
 

@@ -1,12 +1,11 @@
 """The canvas tools, driven with real mouse and key events; masks checked pixel by pixel."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 from PyQt5 import QtCore
 
-from guihelpers import (click, double_click, drag, full, key, move, press, release, same,
+from guihelpers import (click, double_click, drag, full, key, same,
                         snapshot)
 
 pytestmark = pytest.mark.gui

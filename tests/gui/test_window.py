@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PyQt5 import QtCore, QtWidgets
+from PyQt5 import QtCore
 
 from engine.imageio import WINDOW_PRESETS
 from engine.project import Project

@@ -2,7 +2,6 @@
 (a child process whose JSON lines become signals; crash / OOM / kill reported)."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import textwrap

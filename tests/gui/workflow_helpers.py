@@ -1,16 +1,12 @@
 """Helpers shared by the workflow tests and benchmarks (a plain module, not a conftest)."""
 from __future__ import annotations
 
-import json
-import os
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 
-from engine.annotations import Instance
 
 
 def make_project(root: Path, n: int = 4, size: int = 128, kind: str = "nuclei"):
