@@ -27,6 +27,7 @@ from engine.annotations import Instance, ItemAnnotation
 from engine.errors import MaskLoopError
 from engine import masks as emasks
 
+from .prefetch import ImagePrefetcher
 from .edits import (Change, Op, Region, StatusOp, build_and_apply, inst_region,
                     intersect_region, window_of)
 
@@ -130,6 +131,7 @@ class Controller(QtCore.QObject):
         self._tokens = itertools.count(1)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskloop-autosave")
         self._writeDone.connect(self._on_write_done, QtCore.Qt.QueuedConnection)
+        self._prefetch = ImagePrefetcher()
 
     # ------------------------------------------------------------------ project
     def open_project(self, root) -> bool:
@@ -184,6 +186,7 @@ class Controller(QtCore.QObject):
 
     def _set_project(self, project) -> None:
         self.project = project
+        self._prefetch.set_project(project)
         self._statuses = project.statuses()
         self._counts = {}
         self._windows = {}
@@ -224,6 +227,7 @@ class Controller(QtCore.QObject):
             self.undo_group.removeStack(stack)
             stack.deleteLater()
         self._stacks.clear()
+        self._prefetch.set_project(None)
         self.project = None
         self.item_id = None
         self.image = self.annotation = self._display = None
@@ -269,7 +273,9 @@ class Controller(QtCore.QObject):
             return False
         try:
             item = self.project.item(item_id)
-            image = self.project.load_image(item_id)
+            image = self._prefetch.take(item_id)
+            if image is None:
+                image = self.project.load_image(item_id)
             ann = self.project.load_annotation(item_id)
             stamp = _stamp(self.project.annotation_path(item_id))
         except MaskLoopError as e:
@@ -288,11 +294,21 @@ class Controller(QtCore.QObject):
         self._counts[item_id] = len(ann.instances)
         if item.source not in self._windows:
             self._windows[item.source] = self._default_window(image)
+        self._prefetch.want(self._neighbours(item_id))
         self.currentItemChanged.emit(item_id)
         self.selectionChanged.emit([])
         self.instancesChanged.emit()
         self.windowChanged.emit(self.window)
         return True
+
+    def _neighbours(self, item_id: str) -> list[str]:
+        """Next and previous slice, then next and previous item: where users step to."""
+        out = []
+        for ids in (self.slice_items(item_id), [it.id for it in self.project.items]):
+            if item_id in ids:
+                k = ids.index(item_id)
+                out += [ids[j] for j in (k + 1, k - 1) if 0 <= j < len(ids)]
+        return [i for i in dict.fromkeys(out) if i != item_id]
 
     def step_item(self, step: int, items: Optional[list[str]] = None) -> bool:
         """Next (+1) / previous (-1) item in `items` (default: all, in project order)."""

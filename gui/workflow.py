@@ -199,6 +199,7 @@ class Workflow(QtCore.QObject):
         s.failed.connect(self._on_segment_failed)
         s.busyChanged.connect(lambda busy: self._update_enabled())
         s.modelLoading.connect(lambda p: self._status("loading the model…"))
+        s.modelLoaded.connect(lambda p, secs: self._status(f"model loaded in {secs:.1f} s", 4000))
         r = self.runner
         r.finished.connect(self._on_train_finished)
         r.runningChanged.connect(lambda _r: self._update_enabled())

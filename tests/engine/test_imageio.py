@@ -739,3 +739,13 @@ def test_imageio_loads_no_qt_or_torch():
             "bad=[k for k in sys.modules if k.split('.')[0] in ('torch','PyQt5','PySide2','PySide6')];"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+@pytest.mark.parametrize("shape", [(700, 300), (90, 1500, 3), (1, 5), (3, 70000)])
+def test_to_uint8_lut_in_bands_matches_whole_image_lookup(shape):
+    # the LUT is applied in row bands for speed; every band size must give lut[a] exactly
+    a = np.random.default_rng(3).integers(0, 65535, shape, dtype=np.uint16)
+    got = imageio.to_uint8(a, window=(30000.0, 20000.0))
+    lo, hi = 20000.0, 40000.0
+    ref = np.floor(np.clip((a.astype(np.float64) - lo) * 255.0 / (hi - lo), 0, 255) + 0.5).astype(np.uint8)
+    assert got.shape == a.shape and np.array_equal(got, ref)

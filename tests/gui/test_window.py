@@ -144,3 +144,32 @@ def test_open_images_makes_a_project(qtbot, tmp_path):
 def test_run_gui_entry_point_exists():
     from gui.app import run_gui
     assert callable(run_gui)
+
+
+def test_next_slice_is_decoded_off_the_gui_thread(qtbot, stack_project, monkeypatch):
+    """Stepping through a stack takes no decode time on the GUI thread: the neighbours of
+    the current slice are read by the prefetch worker while the user works."""
+    import threading
+    win = open_window(qtbot, stack_project.root)
+    ctl = win.controller
+    stack_ids = [it.id for it in stack_project.items if it.source == 2]
+    assert ctl.set_current_item(stack_ids[0])
+    project = ctl.project
+    gui_reads = []
+    real = type(project).load_image
+
+    def counting(self, item_id):
+        if threading.current_thread() is threading.main_thread():
+            gui_reads.append(item_id)
+        return real(self, item_id)
+    monkeypatch.setattr(type(project), "load_image", counting)
+    assert ctl.set_current_item(stack_ids[1])   # prefetched before the patch
+    ctl._prefetch._futures.get(stack_ids[2]).result(timeout=10)
+    assert ctl.set_current_item(stack_ids[2])   # prefetched by the worker under the patch
+    assert gui_reads == []
+    assert np.array_equal(ctl.image, real(project, stack_ids[2]))
+    assert ctl.image[0, 0] == -1000 + 100 * 2
+    # a jump to an item that is not a neighbour still loads (synchronously) and works
+    assert ctl.set_current_item(stack_project.items[0].id)
+    assert gui_reads == [stack_project.items[0].id]
+    ctl.close_project(force=True)
