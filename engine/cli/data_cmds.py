@@ -20,16 +20,10 @@ from pathlib import Path
 
 from ..errors import FormatError, ProjectError
 from ..jobs import TerminalProgress
+from .argtypes import number
 
 
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (the train fraction), got {text}")
-    return v
+_fraction = number(float, 0.0, 1.0, low_open=True, high_open=True, meaning=" (the train fraction)")
 
 
 def _labels(text: str) -> list[str]:
