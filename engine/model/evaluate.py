@@ -166,41 +166,31 @@ def evaluate(pairs: Iterable[tuple[ItemAnnotation, object]], label_names: Sequen
     for img_id, (gt, pred) in enumerate(pairs, start=1):
         shape = (int(gt.height), int(gt.width))
         images.append({"id": img_id, "height": shape[0], "width": shape[1]})
-        g_rles, g_cls = [], []
-        for inst in gt.instances:
-            if inst.label not in cat_of:
-                ignored += 1
-                continue
-            if inst.is_empty():
-                continue
-            r = _rle(inst, shape)
-            area = float(coco_mask.area(r))
-            if area <= 0:
-                continue
-            g_rles.append(r)
-            g_cls.append(cat_of[inst.label])
-            gt_anns.append({"id": len(gt_anns) + 1, "image_id": img_id, "category_id": cat_of[inst.label],
-                            "segmentation": r, "area": area, "bbox": list(coco_mask.toBbox(r)), "iscrowd": 0})
-        d_rles, d_cls = [], []
+        def coco_anns(instances, into: list, scored: bool):
+            """COCO annotations of the countable instances (known label, non-empty)."""
+            nonlocal ignored
+            for inst in instances:
+                if inst.label not in cat_of:
+                    ignored += 1
+                    continue
+                if inst.is_empty():
+                    continue
+                r = _rle(inst, shape)
+                area = float(coco_mask.area(r))
+                if area > 0:
+                    ann = {"id": len(into) + 1, "image_id": img_id, "category_id": cat_of[inst.label],
+                           "segmentation": r, "area": area, "bbox": list(coco_mask.toBbox(r)), "iscrowd": 0}
+                    if scored:
+                        ann["score"] = 1.0 if inst.score is None else float(inst.score)
+                    into.append(ann)
+                    yield ann
+
+        gts = list(coco_anns(gt.instances, gt_anns, scored=False))
         preds = _instances(pred)
         most = max(most, len(preds))
-        for inst in preds:
-            if inst.label not in cat_of:
-                ignored += 1
-                continue
-            if inst.is_empty():
-                continue
-            r = _rle(inst, shape)
-            area = float(coco_mask.area(r))
-            if area <= 0:
-                continue
-            score = 1.0 if inst.score is None else float(inst.score)
-            dt_anns.append({"id": len(dt_anns) + 1, "image_id": img_id, "category_id": cat_of[inst.label],
-                            "segmentation": r, "area": area, "bbox": list(coco_mask.toBbox(r)), "iscrowd": 0,
-                            "score": score})
-            if score >= acc_score_threshold:
-                d_rles.append(r)
-                d_cls.append(cat_of[inst.label])
+        dts = [d for d in coco_anns(preds, dt_anns, scored=True) if d["score"] >= acc_score_threshold]
+        g_rles, g_cls = [g["segmentation"] for g in gts], [g["category_id"] for g in gts]
+        d_rles, d_cls = [d["segmentation"] for d in dts], [d["category_id"] for d in dts]
         a, b, c = match_counts(g_rles, g_cls, d_rles, d_cls, acc_iou)
         tp, fp, fn = tp + a, fp + b, fn + c
 
