@@ -86,7 +86,7 @@ class TrainConfig:
     min_lr_factor: float = 0.01
     warmup_iters: Optional[int] = None  # linear warm-up; default 10% of the run, 10..500
     grad_clip: float = 10.0            # max gradient norm (0: off)
-    amp: str = "auto"                  # CUDA: bf16 where supported, else fp16; CPU: off
+    amp: str = "auto"                  # auto: CUDA bf16 where supported, else fp16; CPU off. bf16/fp16: on any device
     channels_last: Optional[bool] = None  # default on CUDA
     device: str = "auto"
     seed: int = 0
@@ -530,8 +530,10 @@ class Trainer:
         else:
             opt = torch.optim.AdamW(groups, lr=cfg.lr)
         self.optimizer = opt
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if device.type == "cuda" else None
-        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        # An explicit bf16/fp16 runs on any device (CPU autocast too: the same code path as
+        # CUDA, which is how the tests exercise it); fp16 needs loss scaling, bf16 does not.
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
         train_model: nn.Module = model
         if self._world > 1:

@@ -430,3 +430,20 @@ def test_predict_items_cancel_and_unknown_labels(project):
     q = Predictor.from_model(ThresholdModel(), ["cell"], POLICY, "cpu")
     with pytest.raises(LabelError, match="cell"):
         q.predict_items(project, ids)
+
+
+def test_cuda_recipe_on_cpu_batched_channels_last_tiles_agree(r18_path):
+    """The CUDA settings (tiles in batches of 4, channels_last, autocast) run here on the
+    CPU: fp32 gives the plain run's detections; bf16 the same leading boxes within 2 px."""
+    img = S.nuclei_sample((200, 200), seed=1).image
+    kw = dict(max_detections=20, tile=128, overlap=32)
+    ref = fewer_proposals(Predictor(r18_path, "cpu", **kw)).predict(img, score_threshold=0.0)
+    fast = fewer_proposals(Predictor(r18_path, "cpu", batch_size=4, channels_last=True, amp=False, **kw))
+    out = fast.predict(img, score_threshold=0.0)
+    assert fast.last_timing["tiles"] == 4 and len(out) == len(ref) > 10
+    assert [i.bbox for i in out] == [i.bbox for i in ref]
+    assert np.allclose([i.score for i in out], [i.score for i in ref], atol=1e-4)
+    low = fewer_proposals(Predictor(r18_path, "cpu", batch_size=4, channels_last=True, amp="bf16", **kw))
+    top = low.predict(img, score_threshold=0.0)[:3]
+    for inst in top:
+        assert min(max(abs(a - b) for a, b in zip(inst.bbox, r.bbox)) for r in ref[:6]) <= 2
