@@ -1,8 +1,9 @@
-"""argparse value types shared by the subcommands: numbers checked against a range."""
+"""argparse value types shared by the subcommands (numbers checked against a range), and usage errors."""
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Callable, Optional
 
 
@@ -33,3 +34,9 @@ def number(cast: Callable[[str], float], low: Optional[float] = None, high: Opti
         return v
 
     return parse
+
+
+def usage_error(command: str, message: str) -> int:
+    """Report a usage error the way argparse does (exit status 2)."""
+    print(f"maskloop {command}: error: {message}", file=sys.stderr)
+    return 2

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import FormatError, ProjectError
 from ..jobs import TerminalProgress
-from .argtypes import number
+from .argtypes import number, usage_error
 
 
 _fraction = number(float, 0.0, 1.0, low_open=True, high_open=True, meaning=" (the train fraction)")
@@ -89,11 +89,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_info)
 
 
-def _usage_error(command: str, message: str) -> int:
-    print(f"maskloop {command}: error: {message}", file=sys.stderr)
-    return 2
-
-
 def cmd_new(args) -> int:
     from .. import imageio
     from ..project import Project
@@ -133,9 +128,9 @@ def cmd_add(args) -> int:
 def cmd_import(args) -> int:
     from ..project import Project
     if args.label is not None and args.format != "labelmap":
-        return _usage_error("import", "--label applies to --format labelmap only")
+        return usage_error("import", "--label applies to --format labelmap only")
     if args.images is not None and args.format != "coco":
-        return _usage_error("import", "--images applies to --format coco only")
+        return usage_error("import", "--images applies to --format coco only")
     proj = Project.open(args.project)
     src = Path(args.source)
     if not src.exists():
@@ -161,7 +156,7 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     from ..project import Project
     if args.polygons and args.format != "coco":
-        return _usage_error("export", "--polygons applies to --format coco only")
+        return usage_error("export", "--polygons applies to --format coco only")
     proj = Project.open(args.project)
     progress = TerminalProgress("exporting")
     if args.format == "coco":

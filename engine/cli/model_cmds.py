@@ -6,7 +6,7 @@
                    [--device auto|cpu|cuda] [--progress jsonl] [--batch-size N] [--lr X]
                    [--optimizer adamw|sgd] [--seed N] [--val-fraction F] [--crop N]
                    [--scale-jitter LO,HI] [--early-stop N] [--include-unreviewed] [--workers N]
-                   [--resume RUN] [--no-activate]
+                   [--resume RUN] [--no-activate] [--coco FILE [--coco-images DIR]] [--amp auto|bf16|fp16|off]
     maskloop evaluate PROJECT [--model RUN_OR_PATH] [--items all|val|ID...] [--score 0.05] [--tile N]
                       [--device auto|cpu|cuda] [--json]
     maskloop demo [DIR]
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import CancelledError, MaskLoopError, ProjectError
 from ..jobs import CancelToken, TerminalProgress
-from .argtypes import number
+from .argtypes import number, usage_error
 
 ARCH_CHOICES = ("auto", "r18fpn", "r50fpn", "r50fpn_v2", "r101fpn", "x101fpn")
 
@@ -100,6 +100,13 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=_nonneg_int, default=None, metavar="N", help="data loader processes")
     p.add_argument("--resume", default=None, metavar="RUN", help="continue a cancelled run")
     p.add_argument("--no-activate", action="store_true", help="do not change the active model")
+    p.add_argument("--coco", default=None, metavar="FILE",
+                   help="train on a COCO instances file instead of the reviewed items (its categories "
+                        "are added to the project's labels; the run is saved in the project)")
+    p.add_argument("--coco-images", default=None, metavar="DIR",
+                   help="folder the COCO file's image paths are relative to (default: the file's folder)")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"), default="auto",
+                   help="mixed precision (default auto: bf16 or fp16 on CUDA, off on CPU)")
     p.set_defaults(func=cmd_train)
 
     p = subparsers.add_parser("evaluate", help="score a model on reviewed items",
@@ -248,6 +255,11 @@ def _resolve_base(proj, base: str) -> str:
 
 def cmd_train(args) -> int:
     from ..project import Project
+    if args.coco_images and not args.coco:
+        return usage_error("train", "--coco-images needs --coco")
+    if args.coco and (args.resume or args.include_unreviewed):
+        return usage_error("train", "--coco trains on the COCO file: it does not go with "
+                                     + ("--resume" if args.resume else "--include-unreviewed"))
     proj = Project.open(args.project)
     jsonl = args.progress == "jsonl"
     base = _resolve_base(proj, args.base) if not args.resume else "auto"
@@ -257,7 +269,7 @@ def cmd_train(args) -> int:
                       optimizer=args.optimizer, schedule=args.schedule, device=args.device, seed=args.seed,
                       val_fraction=args.val_fraction, crop=args.crop, scale_jitter=args.scale_jitter,
                       augment=not args.no_augment, early_stop=args.early_stop,
-                      include_unreviewed=args.include_unreviewed, num_workers=args.workers)
+                      include_unreviewed=args.include_unreviewed, num_workers=args.workers, amp=args.amp)
     cfg.validate()
     if args.resume and not jsonl and os.environ.get("RANK", "0") == "0":
         print(f"resuming {args.resume} with its saved settings (device and workers from this command)",
@@ -272,7 +284,8 @@ def cmd_train(args) -> int:
         token = CancelToken()
         with _Signals(token, quiet=jsonl or rank != 0):
             try:
-                result = train_project(proj, cfg, callbacks=callbacks, cancel=token, resume=args.resume)
+                result = train_project(proj, cfg, callbacks=callbacks, cancel=token, resume=args.resume,
+                                       coco=args.coco, coco_images=args.coco_images)
             except CancelledError as e:
                 if sink is not None:
                     sink.ensure_end("cancelled", e.message)

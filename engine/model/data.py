@@ -203,6 +203,18 @@ class Snapshot:
             out.append(TrainItem(key, h, w, insts, classes, ref, True))
         return cls(names, out, dropped, origin=f"coco {path}")
 
+    def relabel(self, names: Sequence[str]) -> "Snapshot":
+        """The same data with classes numbered in `names` order (e.g. a project's labels),
+        which must hold every label of this snapshot."""
+        names = list(names)
+        missing = [n for n in self.label_names if n not in names]
+        if missing:
+            raise DataError(f"label(s) {', '.join(missing)} are not among {', '.join(names) or 'none'}")
+        cls_of = {n: k + 1 for k, n in enumerate(names)}
+        items = [TrainItem(it.key, it.height, it.width, it.instances, [cls_of[i.label] for i in it.instances],
+                           it.ref, it.reviewed) for it in self.items]
+        return Snapshot(names, items, Counter(self.dropped), origin=self.origin)
+
     # -- split ------------------------------------------------------------------------
     def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
         """Indices (train, val). Reproducible; >= 1 val item when there are >= 2 reviewed

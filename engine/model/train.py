@@ -48,6 +48,7 @@ from ..fsutil import atomic_write_json
 from ..jobs import CancelToken
 from . import build as mbuild
 from .data import Augment, DataError, EpochBatches, InstanceDataset, Snapshot, collate, epoch_batches
+from .mask_targets import lean_mask_targets
 from .normalize import default_policy, validate_policy
 from .progress import JsonlWriter, make_event
 
@@ -627,7 +628,8 @@ class Trainer:
                     targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
                     self._hook("before_step")
                     in_step = True
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None), \
+                            lean_mask_targets():
                         loss_dict = train_model(images, targets)
                     names = sorted(loss_dict)
                     stacked = torch.stack([loss_dict[k].detach().float() for k in names])
@@ -840,13 +842,29 @@ def _jsonable(obj):
 # projects: snapshot, run folder, registration, activation
 # --------------------------------------------------------------------------------------
 
+def coco_snapshot(project, path, *, images_dir=None, min_size: int = 1) -> tuple[Snapshot, list[str]]:
+    """A COCO instances file as training data for `project`: its categories that the
+    project lacks are added to the project's labels (saved, as an import does), and the
+    classes follow the project's label order, so the run segments the project's labels.
+    Returns (snapshot, labels added)."""
+    data = Snapshot.from_coco(path, images_dir=images_dir, min_size=min_size)
+    added = [n for n in data.label_names if n not in project.labels]
+    if added:
+        for name in added:
+            project.labels.add(name)
+        project.save()
+    return data.relabel(project.labels.names()), added
+
+
 def train_project(project, config: Optional[TrainConfig] = None, *, callbacks=(), cancel=None,
                   resume: Optional[str] = None, items: Optional[Iterable[str]] = None,
-                  run_prefix: str = "run") -> FitResult:
+                  run_prefix: str = "run", coco=None, coco_images=None) -> FitResult:
     """Train on a project's reviewed items into a new run folder models/<run-id>/.
 
     The annotations are read once, now (a snapshot kept in the run folder as snapshot.json;
     a resume reads that, not the current annotations). resume: a run id with last.pt.
+    coco: train on a COCO instances file instead (every image counts as reviewed; image
+    paths relative to coco_images, default the file's folder); the run is still the project's.
     Under torchrun rank 0 creates the run and the snapshot; the others read them.
     """
     config = config or TrainConfig()
@@ -862,8 +880,13 @@ def train_project(project, config: Optional[TrainConfig] = None, *, callbacks=()
     else:
         run_id = None
         if rank == 0:
-            data = Snapshot.from_project(project, include_unreviewed=config.include_unreviewed, items=items,
-                                         min_size=config.min_box_size, cancel=cancel)
+            if coco is not None:
+                data, _ = coco_snapshot(project, coco, images_dir=coco_images, min_size=config.min_box_size)
+                if not data.items:
+                    raise DataError("the COCO file lists no images to train on", coco, "images")
+            else:
+                data = Snapshot.from_project(project, include_unreviewed=config.include_unreviewed, items=items,
+                                             min_size=config.min_box_size, cancel=cancel)
             if not data.items:
                 raise DataError("no reviewed items to train on: review some items first (or use "
                                 "--include-unreviewed)", project.manifest_path)

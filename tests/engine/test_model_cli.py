@@ -157,3 +157,33 @@ def test_ctrl_c_saves_and_resume_finishes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (root / "models" / run / "model.pt").is_file()
     assert Project.open(root).active_model == run
+
+
+def test_train_from_a_coco_file(tmp_path, capsys):
+    """`train --coco`: a COCO dataset (here exported from another project) trains a run of
+    a project without labels; its categories become the project's labels, so the run
+    segments that project."""
+    src = tmp_path / "src"
+    synthetic_project(src, "nuclei", 4, 96)
+    assert cli_run(["export", str(src), str(tmp_path / "coco"), "--format", "coco", "--copy-images"]) == 0
+    (ann,) = (tmp_path / "coco").glob("*.json")
+    dest = tmp_path / "dest"
+    assert cli_run(["new", str(dest)]) == 0
+    capsys.readouterr()
+    assert cli_run(["train", str(dest), "--coco", str(ann), "--epochs", "1", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "4 train" not in out and "3 train / 1 val items" in out
+    proj = Project.open(dest)
+    assert proj.labels.names() == ["nucleus"] and proj.items == []
+    assert proj.active_model and (proj.models_dir / proj.active_model / "model.pt").is_file()
+    snap = json.loads((proj.models_dir / proj.active_model / "snapshot.json").read_text())
+    assert snap["label_names"] == ["nucleus"] and len(snap["items"]) == 4
+    # usage and data errors
+    assert cli_run(["train", str(dest), "--coco-images", str(tmp_path)]) == 2
+    assert "--coco-images needs --coco" in capsys.readouterr().err
+    assert cli_run(["train", str(dest), "--coco", str(ann), "--resume", "run-1"]) == 2
+    capsys.readouterr()
+    assert cli_run(["train", str(dest), "--coco", str(tmp_path / "missing.json"), *TINY]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.json" in err
+    assert len(list(proj.models_dir.iterdir())) == 1  # the failed runs left no folders
