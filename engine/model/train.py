@@ -48,6 +48,7 @@ from ..fsutil import atomic_write_json
 from ..jobs import CancelToken
 from . import build as mbuild
 from .data import Augment, DataError, EpochBatches, InstanceDataset, Snapshot, collate, epoch_batches
+from .anchor_matching import use_chunked_anchor_matching
 from .mask_targets import lean_mask_targets
 from .normalize import default_policy, validate_policy
 from .progress import JsonlWriter, make_event
@@ -508,6 +509,7 @@ class Trainer:
         m.roi_heads.fg_bg_sampler.batch_size_per_image = int(cfg.rois_per_image)
         m.rpn._post_nms_top_n["training"] = int(cfg.rpn_post_nms_train)
         m.rpn._pre_nms_top_n["training"] = int(cfg.rpn_post_nms_train)
+        use_chunked_anchor_matching(m)  # dense images: no gt x anchors IoU matrix (same matches)
         device = self.device
         model.to(device)
         if cfg.channels_last:
