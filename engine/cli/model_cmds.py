@@ -1,13 +1,13 @@
 """Model subcommands: segment, train, evaluate, demo (DESIGN.md section 6).
 
-    maskloop segment PROJECT [--model RUN_OR_PATH] [--items all|new|ID...] [--score 0.5] [--tile N]
+    maskloop segment PROJECT [--model RUN_OR_PATH] [--items all|new|ID...] [--score 0.5] [--tile N] [--overlap N]
                      [--device auto|cpu|cuda]
     maskloop train PROJECT [--arch NAME] [--base scratch|coco|imagenet|active|RUN_OR_PATH] [--epochs N]
                    [--device auto|cpu|cuda] [--progress jsonl] [--batch-size N] [--lr X]
                    [--optimizer adamw|sgd] [--seed N] [--val-fraction F] [--crop N]
                    [--scale-jitter LO,HI] [--early-stop N] [--include-unreviewed] [--workers N]
                    [--resume RUN] [--no-activate] [--coco FILE [--coco-images DIR]] [--amp auto|bf16|fp16|off]
-    maskloop evaluate PROJECT [--model RUN_OR_PATH] [--items all|val|ID...] [--score 0.05] [--tile N]
+    maskloop evaluate PROJECT [--model RUN_OR_PATH] [--items all|val|ID...] [--score 0.05] [--tile N] [--overlap N]
                       [--device auto|cpu|cuda] [--json]
     maskloop demo [DIR]
 
@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Optional
 
 from ..errors import CancelledError, MaskLoopError, ProjectError
 from ..jobs import CancelToken, TerminalProgress
@@ -62,6 +63,9 @@ def register(subparsers) -> None:
     p.add_argument("--score", type=_score, default=0.5, help="score threshold (default 0.5)")
     p.add_argument("--tile", type=_nonneg_int, default=None, metavar="N",
                    help="tile size for large images (default 1024; 0: never tile)")
+    p.add_argument("--overlap", type=_nonneg_int, default=None, metavar="N",
+                   help="tile overlap in px (default: tile/8, widened to the largest object the model "
+                        "was trained on)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N")
     p.set_defaults(func=cmd_segment)
 
@@ -120,6 +124,7 @@ def register(subparsers) -> None:
     p.add_argument("--score", type=_score, default=0.05,
                    help="keep predictions above this score for AP (default 0.05; acc50 uses 0.5)")
     p.add_argument("--tile", type=_nonneg_int, default=None, metavar="N")
+    p.add_argument("--overlap", type=_nonneg_int, default=None, metavar="N")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
@@ -150,6 +155,20 @@ def _select_items(project, tokens: list[str]) -> list[str]:
     return list(dict.fromkeys(tokens))
 
 
+def _tiling(args) -> Optional[dict]:
+    """Predictor tile/overlap arguments of segment and evaluate (None: a usage error, reported)."""
+    kw = {}
+    if args.tile is not None:
+        kw["tile"] = args.tile
+    if args.overlap is not None:
+        tile = args.tile if args.tile is not None else 1024
+        if tile and args.overlap >= tile:
+            usage_error(args.command, f"--overlap {args.overlap} must be smaller than the tile ({tile})")
+            return None
+        kw["overlap"] = args.overlap
+    return kw
+
+
 def cmd_segment(args) -> int:
     from ..project import Project
     proj = Project.open(args.project)
@@ -159,10 +178,10 @@ def cmd_segment(args) -> int:
         print("nothing to segment (no matching items)")
         return 0
     from ..model.predict import Predictor
-    kw = {}
-    if args.tile is not None:
-        kw["tile"] = args.tile
-    pred = Predictor(model_path, device=args.device, expected_labels=proj.labels, **kw)
+    tiling = _tiling(args)
+    if tiling is None:
+        return 2
+    pred = Predictor(model_path, device=args.device, expected_labels=proj.labels, **tiling)
     res = pred.predict_items(proj, ids, score_threshold=args.score, tile=args.tile,
                              progress=TerminalProgress("segmenting"))
     n, sk = len(res["predicted"]), len(res["skipped"])
@@ -348,7 +367,10 @@ def cmd_evaluate(args) -> int:
         ids = _select_items(proj, args.items)
     from ..model.evaluate import evaluate_project
     from ..model.predict import Predictor
-    pred = Predictor(model_path, device=args.device, expected_labels=proj.labels)
+    tiling = _tiling(args)
+    if tiling is None:
+        return 2
+    pred = Predictor(model_path, device=args.device, expected_labels=proj.labels, **tiling)
     res = evaluate_project(proj, pred, ids, score_threshold=args.score, tile=args.tile,
                            progress=TerminalProgress("evaluating"))
     if not res.get("items"):

@@ -282,6 +282,12 @@ class Snapshot:
         return cls(names, items, Counter(data.get("dropped") or {}), origin=str(data.get("origin", "")))
 
 
+def largest_object(items: Iterable[TrainItem]) -> int:
+    """The largest width or height (px) of any instance in `items` (0 when there are none);
+    the Predictor widens its tile overlap to it."""
+    return max((max(inst.mask.shape) for it in items for inst in it.instances), default=0)
+
+
 def _clean_instances(instances: Sequence[Instance], shape: tuple[int, int], names: Sequence[str],
                      min_size: int, dropped: Counter) -> tuple[list[Instance], list[int]]:
     """Keep usable instances (tight, inside the image, known label); count the rest."""

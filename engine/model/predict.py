@@ -7,7 +7,9 @@
   the instances are merged across the seams: detections that touch an interior tile
   edge are pieces, pieces of one object seen by neighbouring tiles are joined, pieces
   of an object that another tile sees whole are dropped, and duplicates in overlaps
-  are removed by mask overlap on the full-image grid.
+  are removed by mask overlap on the full-image grid. The overlap defaults to 1/8 of a
+  tile, widened to the largest object of the model's training data (the checkpoint
+  records it) so that every such object lies whole in some tile.
 - Masks are pasted into their box only (never one full-image float mask per
   detection), so 1000+ instances per image cost little memory.
 - On CUDA: inference_mode, autocast (bf16 where supported, else fp16), channels_last,
@@ -451,9 +453,11 @@ class Predictor:
         path = ckpt.get("_path")
         if run is None:
             run = ckpt.get("run") or (Path(path).parent.name if path else None)
+        largest = (ckpt.get("extra") or {}).get("largest_object")
         self._setup(net, list(ckpt["label_names"]), ckpt["normalization"], device, run=run,
                     batch_size=batch_size, tile=tile, overlap=overlap, max_detections=max_detections,
-                    amp=amp, channels_last=channels_last, fuse=fuse)
+                    amp=amp, channels_last=channels_last, fuse=fuse,
+                    largest_object=largest if isinstance(largest, int) and largest > 0 else None)
         self.path = path
         self.arch = ckpt["arch"]
         self.metrics = dict(ckpt.get("metrics") or {})
@@ -478,7 +482,8 @@ class Predictor:
         return self
 
     def _setup(self, net, label_names, normalization, device, *, run, batch_size=None, tile=DEFAULT_TILE,
-               overlap=None, max_detections=1000, amp=True, channels_last=None, fuse=True, expected_labels=None):
+               overlap=None, max_detections=1000, amp=True, channels_last=None, fuse=True, expected_labels=None,
+               largest_object=None):
         if expected_labels is not None:
             check_labels({"label_names": list(label_names)}, expected_labels)
         self.device = resolve_device(device)
@@ -486,7 +491,9 @@ class Predictor:
         self.normalization = validate_policy(normalization)
         self.run = run
         self.tile = int(tile) if tile else 0
-        self.overlap = int(overlap) if overlap is not None else max(32, self.tile // 8)
+        self.largest_object = int(largest_object) if largest_object else None
+        self._overlap_set = overlap is not None
+        self.overlap = int(overlap) if overlap is not None else self.default_overlap(self.tile)
         if self.tile and self.overlap >= self.tile:
             raise ValueError(f"tile overlap {self.overlap} must be smaller than the tile {self.tile}")
         self.max_detections = int(max_detections)
@@ -518,6 +525,15 @@ class Predictor:
         self.model = net
         self._autocast_all = getattr(self, "_autocast_all", False)
         self.last_timing: dict = {}
+
+    def default_overlap(self, tile: int) -> int:
+        """Tile overlap when none is given: tile/8 (at least 32 px), widened to the largest
+        object the model was trained on (+16 px) so such an object lies whole in some tile;
+        at most half a tile."""
+        ov = max(32, int(tile) // 8)
+        if self.largest_object:
+            ov = max(ov, self.largest_object + 16)
+        return min(ov, max(1, int(tile) // 2))
 
     # -- inference --------------------------------------------------------------------
     def _forward(self, batch: list[torch.Tensor]) -> list[dict]:
@@ -580,7 +596,10 @@ class Predictor:
         """predict() for several images; tiles of equal size from all of them share batches."""
         t0 = time.perf_counter()
         tile = self.tile if tile is None else int(tile)
-        ov = self.overlap if overlap is None else int(overlap)
+        if overlap is not None:
+            ov = int(overlap)
+        else:
+            ov = self.overlap if (self._overlap_set or tile == self.tile) else self.default_overlap(tile)
         rh = getattr(self.model, "roi_heads", None)
         if rh is not None:
             rh.score_thresh = float(score_threshold)  # the mask head only runs on kept boxes

@@ -47,7 +47,8 @@ from ..errors import CancelledError, CheckpointError, MaskLoopError
 from ..fsutil import atomic_write_json
 from ..jobs import CancelToken
 from . import build as mbuild
-from .data import Augment, DataError, EpochBatches, InstanceDataset, Snapshot, collate, epoch_batches
+from .data import (Augment, DataError, EpochBatches, InstanceDataset, Snapshot, collate, epoch_batches,
+                   largest_object)
 from .anchor_matching import use_chunked_anchor_matching
 from .mask_targets import lean_mask_targets
 from .normalize import default_policy, validate_policy
@@ -353,6 +354,7 @@ class Trainer:
         self._rank = 0
         self._world = 1
         self.started = False  # True once the "start" event went out (setup succeeded)
+        self._largest = 0     # largest training object (px), saved with the model
 
     # -- public -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -472,6 +474,7 @@ class Trainer:
         if not train_idx:
             raise DataError("no training items: mark some items as reviewed (or use --include-unreviewed)")
         train_items = [data.items[i] for i in train_idx]
+        self._largest = largest_object(data.items)  # saved with the model: the Predictor's tile overlap
         val_items = [data.items[i] for i in val_idx]
 
         # model and normalisation ----------------------------------------------------------
@@ -704,7 +707,7 @@ class Trainer:
                     if improved:
                         mbuild.save_checkpoint(best_path, model, label_names=labels, normalization=policy,
                                                config=cfg.to_json(), metrics=_scalars(metrics), epoch=epoch,
-                                               run=self.run_id)
+                                               run=self.run_id, extra={"largest_object": self._largest})
                     self._save_last(last_path, model, opt, scaler, cfg, labels, policy, epoch, ipe,
                                     best, best_score, bad_epochs, history, metrics, epoch_done=True)
                 stop_early = bool(cfg.early_stop) and bad_epochs >= int(cfg.early_stop) and epoch < int(cfg.epochs)
@@ -773,7 +776,7 @@ class Trainer:
             kw["tile"] = int(cfg.val_tile)
         was_training = model.training
         pred = Predictor.from_model(model, labels, policy, device=self.device, run=self.run_id, copy_model=True,
-                                    **kw)
+                                    largest_object=self._largest or None, **kw)
         limit_proposals(pred, val_ds.items)
         pairs = []
         try:

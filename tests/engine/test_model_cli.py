@@ -104,6 +104,15 @@ def test_usage_and_failure_exits(tmp_path, capsys):
     assert "no-such-run" in capsys.readouterr().err
     assert cli_run(["segment", str(root), "--model", "x", "--items", "nope"]) == 1
     assert "nope" in capsys.readouterr().err
+    # a model to tile with, then an overlap that does not fit the tile
+    assert cli_run(["train", str(root), "--epochs", "1", "--no-activate", *TINY]) == 0
+    (run,) = [p.name for p in Project.open(root).models_dir.iterdir()]
+    capsys.readouterr()
+    assert cli_run(["segment", str(root), "--model", run, "--tile", "256", "--overlap", "256"]) == 2
+    assert "--overlap 256 must be smaller than the tile (256)" in capsys.readouterr().err
+    assert cli_run(["evaluate", str(root), "--model", run, "--tile", "48", "--overlap", "16",
+                    "--device", "cpu", "--json"]) == 0  # the 64 px items in 4 tiles each
+    assert "mask_AP" in json.loads(capsys.readouterr().out)
 
 
 def test_demo_builds_a_sample_project(tmp_path, capsys):

@@ -447,3 +447,20 @@ def test_cuda_recipe_on_cpu_batched_channels_last_tiles_agree(r18_path):
     top = low.predict(img, score_threshold=0.0)[:3]
     for inst in top:
         assert min(max(abs(a - b) for a, b in zip(inst.bbox, r.bbox)) for r in ref[:6]) <= 2
+
+
+def test_tile_overlap_widens_to_the_largest_training_object(r18_path, tmp_path):
+    plain = Predictor(r18_path, "cpu", tile=1024)
+    assert plain.largest_object is None and plain.overlap == 128  # tile / 8
+    ck = B.load_checkpoint(r18_path)
+    ck["extra"] = {"largest_object": 300}
+    big = tmp_path / "big.pt"
+    torch.save({k: v for k, v in ck.items() if k != "_path"}, big)
+    p = Predictor(big, "cpu", tile=1024)
+    assert p.largest_object == 300 and p.overlap == 316  # the object fits whole in an overlap
+    assert p.default_overlap(512) == 256  # at most half a tile
+    assert Predictor(big, "cpu", tile=1024, overlap=64).overlap == 64  # an explicit overlap wins
+    # a tile given per call gets its own default overlap instead of failing on the 1024 one
+    img = S.nuclei_sample((300, 300), seed=0).image
+    fewer_proposals(p, 50).predict(img, score_threshold=0.5, tile=160)
+    assert p.last_timing["tiles"] == 9  # overlap 80 (half of 160): 3 x 3 tiles

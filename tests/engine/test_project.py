@@ -124,7 +124,7 @@ def test_labelme_reads_project_annotation_files(tmp_path):
     pasted[y1:y2 + 1, x1:x2 + 1] = shape["mask"]
     assert np.array_equal(pasted, full)
     # imagePath resolves from the annotation file
-    assert (proj.annotation_path("a").parent / lf.imagePath).resolve() == (tmp_path / "a.png").resolve()
+    assert (proj.annotation_path("a").parent / lf.image_path).resolve() == (tmp_path / "a.png").resolve()
 
 
 def test_open_errors_name_the_file(tmp_path):

@@ -361,3 +361,15 @@ def test_fp16_training_scales_the_loss_and_saves_the_scaler(tiny):
                for v in load_checkpoint(res.model_path)["state_dict"].values() if v.is_floating_point())
     bf = train_project(tiny, tiny_config(amp="bf16", epochs=1, val_fraction=0.0), callbacks=[])
     assert "scaler" not in torch.load(bf.run_dir / "last.pt", weights_only=True)["extra"]["trainer"]
+
+
+def test_model_records_its_largest_training_object_for_tiling(reference_run):
+    from engine.model.data import Snapshot
+    from engine.model.predict import Predictor
+    proj, res, _ = reference_run
+    snap = Snapshot.from_project(proj)
+    largest = max(max(i.mask.shape) for it in snap.items for i in it.instances)
+    assert 5 < largest < 96
+    assert load_checkpoint(res.model_path)["extra"]["largest_object"] == largest
+    p = Predictor(res.model_path, "cpu", tile=256)
+    assert p.largest_object == largest and p.overlap == max(32, largest + 16)
