@@ -10,9 +10,16 @@ difference between the two targets.
 
 --step: a whole training step (forward and backward of a model built by MaskLoop, one
 S x S image with the N objects as targets; autocast bf16 on CUDA) with torchvision's
-projection and matcher, then with MaskLoop's, each in a fresh process.
+projection, matcher and (N, H, W) masks, then with MaskLoop's windowed projection, chunked
+matcher and PackedMasks, each in a fresh process.
+
+--loader: one training sample from the data set (a 1024 px synthetic nuclei image with
+about 1000 nuclei, no augmentation): the target as torchvision's (N, H, W) uint8 masks
+against MaskLoop's PackedMasks (crops only): time to build it and its bytes (the bytes
+every step moves through worker shared memory, pinned memory and the host-to-GPU copy).
 
     python benchmarks/bench_dense_training.py                    # CPU, and CUDA when present
+    python benchmarks/bench_dense_training.py --loader
     python benchmarks/bench_dense_training.py --objects 1000 --size 1024 --device cuda
     python benchmarks/bench_dense_training.py --step --objects 500 --size 1024 --arch r18fpn
 """
@@ -59,6 +66,11 @@ def child_step(args) -> dict:
     torch.manual_seed(0)
     model = build_model(args.arch, 2).to(dev).train()
     masks, _, _, gt = make_case(args.objects, args.size, 1, dev)
+    if args.which == "maskloop":  # the Trainer's targets: crops only
+        from engine.model.mask_targets import PackedMasks
+        crops = [(masks[k, y0:y1, x0:x1].cpu().numpy(), x0, y0)
+                 for k, (x0, y0, x1, y1) in enumerate(gt.long().tolist())]
+        masks = PackedMasks.from_crops(crops, args.size, args.size).to(dev)
     target = {"boxes": gt, "labels": torch.ones(len(gt), dtype=torch.int64, device=dev), "masks": masks}
     image = torch.rand(3, args.size, args.size, device=dev)
     cuda = dev.type == "cuda"
@@ -122,6 +134,33 @@ def child(args) -> dict:
     return {"ms": 1000 * sorted(times)[len(times) // 2], "peak_mb": peak, "max_diff": diff}
 
 
+def loader(args) -> None:
+    import tempfile
+    import cv2
+    from engine import synthetic as S
+    from engine.model.data import ImageRef, InstanceDataset, TrainItem
+    from engine.model.normalize import percentile_policy
+    sample = S.nuclei_sample(args.size, seed=0, n_nuclei=args.objects)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/dense.png"
+        cv2.imwrite(path, sample.image)
+        insts = sample.annotation.instances
+        item = TrainItem("dense", args.size, args.size, insts, [1] * len(insts), ImageRef(path=path))
+        print(f"one {args.size}x{args.size} sample with {len(insts)} objects")
+        print(f"{'target masks':26} {'ms/sample':>10} {'target MB':>10}")
+        for name, packed in (("torchvision (N, H, W)", False), ("maskloop PackedMasks", True)):
+            ds = InstanceDataset([item], percentile_policy(), packed_masks=packed)
+            ds[0]  # decode and cache the image
+            times = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                _, target = ds[0]
+                times.append(time.perf_counter() - t)
+            m = target["masks"]
+            nbytes = m.numel() if not packed else m.data.numel() + 8 * (m.boxes.numel() + m.offsets.numel())
+            print(f"{name:26} {1000 * sorted(times)[len(times) // 2]:10.1f} {nbytes / 2**20:10.1f}")
+
+
 def run(which: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", which, "--device", args.device, "--objects", str(args.objects),
            "--size", str(args.size), "--rois", str(args.rois), "--repeat", str(args.repeat), "--arch", args.arch]
@@ -143,7 +182,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--step", action="store_true", help="time a whole training step")
     ap.add_argument("--arch", default="r50fpn", help="--step: the architecture (default r50fpn)")
+    ap.add_argument("--loader", action="store_true", help="time building one training sample's target")
     args = ap.parse_args()
+    if args.loader:
+        loader(args)
+        return
     if args.which:
         print(json.dumps(child_step(args) if args.step else child(args)))
         return

@@ -125,10 +125,12 @@ class NativeTransform(GeneralizedRCNNTransform):
         self.channels_last = False
 
     def resize(self, image, target=None):
+        if self.native and self.scale == 1.0:
+            return image, target
+        if target is not None and hasattr(target.get("masks"), "full"):
+            target = {**target, "masks": target["masks"].full()}  # PackedMasks: resampled as full planes
         if not self.native:
             return super().resize(image, target)
-        if self.scale == 1.0:
-            return image, target
         h, w = image.shape[-2:]
         nh, nw = max(1, int(round(h * self.scale))), max(1, int(round(w * self.scale)))
         image = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]

@@ -18,7 +18,9 @@
   noise. Randomness comes from (seed, epoch, index) only, so a sample is the same in
   any worker process and after a resume.
 - Masks stay cropped to their boxes through every transform (1000 nuclei of a 2k image
-  never become 1000 full-size arrays until the final target, which covers the crop).
+  never become 1000 full-size arrays). The final target holds them as an (N, H, W) array
+  for torchvision's own code, or, for the Trainer (packed_masks=True), still cropped, as
+  PackedMasks (engine.model.mask_targets).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from .. import imageio
 from ..annotations import Instance
 from ..errors import FormatError, ImageReadError, MaskLoopError
 from ..jobs import check, report
+from .mask_targets import PackedMasks
 from .normalize import intensity_bounds, normalize, range_policy, validate_policy
 
 
@@ -526,21 +529,29 @@ def apply_augment(image: np.ndarray, insts: list[_Inst], aug: Augment, rng: np.r
 # the dataset
 # --------------------------------------------------------------------------------------
 
-def to_target(insts: list[_Inst], height: int, width: int) -> dict:
-    """torchvision target: boxes (N, 4) float32 xyxy, labels (N,) int64, masks (N, H, W) uint8."""
+def to_target(insts: list[_Inst], height: int, width: int, *, packed: bool = False) -> dict:
+    """torchvision target: boxes (N, 4) float32 xyxy, labels (N,) int64, masks (N, H, W)
+    uint8, or with packed=True masks as PackedMasks (the crops only; the Trainer's
+    windowed mask targets read them, torchvision's own code cannot)."""
     n = len(insts)
-    masks = torch.zeros((n, height, width), dtype=torch.uint8)
     boxes = torch.zeros((n, 4), dtype=torch.float32)
     labels = torch.zeros((n,), dtype=torch.int64)
-    mv = masks.numpy()
+    crops = []
     for k, it in enumerate(insts):
         m = it.mask
         rows = np.flatnonzero(m.any(axis=1))
         cols = np.flatnonzero(m.any(axis=0))
         r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        mv[k, it.y0 + r0:it.y0 + r1, it.x0 + c0:it.x0 + c1] = m[r0:r1, c0:c1]
+        crops.append((m[r0:r1, c0:c1], it.x0 + c0, it.y0 + r0))
         boxes[k] = torch.tensor([it.x0 + c0, it.y0 + r0, it.x0 + c1, it.y0 + r1], dtype=torch.float32)
         labels[k] = it.cls
+    if packed:
+        masks = PackedMasks.from_crops(crops, height, width)
+    else:
+        masks = torch.zeros((n, height, width), dtype=torch.uint8)
+        mv = masks.numpy()
+        for k, (m, x0, y0) in enumerate(crops):
+            mv[k, y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
     return {"boxes": boxes, "labels": labels, "masks": masks}
 
 
@@ -552,13 +563,14 @@ class InstanceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, items: Sequence[TrainItem], policy: dict, augment: Optional[Augment] = None, *,
-                 seed: int = 0, cache_bytes: int = 1 << 30):
+                 seed: int = 0, cache_bytes: int = 1 << 30, packed_masks: bool = False):
         self.items = list(items)
         self.policy = validate_policy(policy)
         self.augment = augment if augment is not None else Augment.none()
         self.seed = int(seed)
         self.epoch = 0
         self.cache_bytes = int(cache_bytes)
+        self.packed_masks = bool(packed_masks)  # targets' masks as PackedMasks (the Trainer's)
         self._cache: dict[int, tuple[np.ndarray, tuple[float, float]]] = {}
         self._cached = 0
 
@@ -615,7 +627,7 @@ class InstanceDataset(torch.utils.data.Dataset):
         insts = [_Inst(inst.mask, inst.x0, inst.y0, c) for inst, c in zip(it.instances, it.classes)]
         image, insts = apply_augment(image, insts, self.augment, self.rng(idx, epoch))
         H, W = image.shape[:2]
-        target = to_target(insts, H, W)
+        target = to_target(insts, H, W, packed=self.packed_masks)
         target["image_id"] = torch.tensor(idx, dtype=torch.int64)
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return x, target

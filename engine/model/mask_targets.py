@@ -13,9 +13,14 @@ kernel (objects sorted by window size and cut into chunks of bounded memory) and
 RoIAlign on the windows with the boxes shifted. The windows keep torchvision's edge
 handling: a window stops at the image border only where the image does.
 
-`lean_mask_targets()` swaps it into torchvision for the duration of a `with` block (the
-Trainer's forward pass); outside the block torchvision is untouched, so the plain
-torchvision baseline in benchmarks/ measures torchvision.
+`PackedMasks` holds an image's ground-truth masks cropped to their boxes in one flat
+uint8 buffer: the Trainer's targets carry it instead of an N x H x W array, so dense
+images cost their objects' pixels, not N full planes, in the data loader, in pinned memory,
+in the host-to-GPU copy and on the GPU. The projection reads its windows straight from it.
+
+`lean_mask_targets()` swaps the projection into torchvision for the duration of a `with`
+block (the Trainer's forward pass); outside the block torchvision is untouched, so the
+plain torchvision baseline in benchmarks/ measures torchvision.
 """
 from __future__ import annotations
 
@@ -32,6 +37,75 @@ CHUNK_ELEMENTS = 1 << 24
 _patch_lock = threading.RLock()
 
 
+class PackedMasks:
+    """Binary masks of one image, each cropped to its box, in one flat uint8 buffer.
+
+    boxes: (N, 4) int64 x0, y0, x1, y1 of each crop; offsets: (N,) int64 start of each crop
+    (row-major, x1 - x0 wide) in `data`; size: (height, width) of the image.
+    """
+
+    def __init__(self, data: torch.Tensor, boxes: torch.Tensor, offsets: torch.Tensor, size) -> None:
+        self.data, self.boxes, self.offsets = data, boxes, offsets
+        self.size = (int(size[0]), int(size[1]))
+
+    @classmethod
+    def from_crops(cls, crops, height: int, width: int) -> "PackedMasks":
+        """crops: (mask (h, w) array, x0, y0) per object, each inside the image."""
+        import numpy as np
+        boxes = torch.zeros((len(crops), 4), dtype=torch.int64)
+        offsets = torch.zeros((len(crops),), dtype=torch.int64)
+        parts, at = [], 0
+        for k, (m, x0, y0) in enumerate(crops):
+            h, w = m.shape
+            boxes[k] = torch.tensor([x0, y0, x0 + w, y0 + h])
+            offsets[k] = at
+            parts.append(np.ascontiguousarray(m, dtype=np.uint8).reshape(-1))
+            at += h * w
+        data = torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros((0,), dtype=torch.uint8)
+        return cls(data, boxes, offsets, (height, width))
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self), *self.size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    def to(self, device, non_blocking: bool = False) -> "PackedMasks":
+        return PackedMasks(self.data.to(device, non_blocking=non_blocking),
+                           self.boxes.to(device, non_blocking=non_blocking),
+                           self.offsets.to(device, non_blocking=non_blocking), self.size)
+
+    def pin_memory(self) -> "PackedMasks":  # DataLoader(pin_memory=True) calls this
+        return PackedMasks(self.data.pin_memory(), self.boxes.pin_memory(), self.offsets.pin_memory(), self.size)
+
+    def windows(self, objects: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, hm: int, wm: int) -> torch.Tensor:
+        """(K, hm, wm) uint8: the masks of `objects` seen through windows at (xs, ys),
+        zero outside each object's crop, in one gather."""
+        b = self.boxes[objects]
+        h, w = b[:, 3] - b[:, 1], b[:, 2] - b[:, 0]
+        ly = ys[:, None] + torch.arange(hm, device=ys.device) - b[:, 1:2]   # (K, hm)
+        lx = xs[:, None] + torch.arange(wm, device=xs.device) - b[:, 0:1]   # (K, wm)
+        inside = ((ly >= 0) & (ly < h[:, None]))[:, :, None] & ((lx >= 0) & (lx < w[:, None]))[:, None, :]
+        idx = (self.offsets[objects][:, None, None] + ly.clamp(min=0)[:, :, None] * w[:, None, None]
+               + lx.clamp(min=0)[:, None, :])
+        if self.data.numel() == 0:
+            return torch.zeros(idx.shape, dtype=torch.uint8, device=idx.device)
+        return torch.where(inside, self.data[idx.clamp(max=self.data.numel() - 1)], 0).to(torch.uint8)
+
+    def full(self) -> torch.Tensor:
+        """The (N, H, W) uint8 masks torchvision's own code expects."""
+        out = torch.zeros((len(self), *self.size), dtype=torch.uint8, device=self.device)
+        for k, (x0, y0, x1, y1) in enumerate(self.boxes.tolist()):
+            o = int(self.offsets[k])
+            out[k, y0:y1, x0:x1] = self.data[o:o + (y1 - y0) * (x1 - x0)].view(y1 - y0, x1 - x0)
+        return out
+
+
 def _windows(lo: torch.Tensor, hi: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-object [start, end) along one axis that holds every RoIAlign sample between
     lo and hi plus its bilinear neighbour, clamped to [0, size)."""
@@ -40,12 +114,14 @@ def _windows(lo: torch.Tensor, hi: torch.Tensor, size: int) -> tuple[torch.Tenso
     return start.long(), torch.maximum(end.long(), start.long() + 1)
 
 
-def project_masks_on_boxes(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_idxs: torch.Tensor,
+def project_masks_on_boxes(gt_masks, boxes: torch.Tensor, matched_idxs: torch.Tensor,
                            M: int) -> torch.Tensor:
-    """Drop-in for torchvision.models.detection.roi_heads.project_masks_on_boxes."""
+    """Drop-in for torchvision.models.detection.roi_heads.project_masks_on_boxes; gt_masks
+    is an (N, H, W) tensor or PackedMasks."""
     n_rois = boxes.shape[0]
     if n_rois == 0 or gt_masks.shape[0] == 0:
         return boxes.new_zeros((n_rois, M, M))
+    packed = isinstance(gt_masks, PackedMasks)
     height, width = gt_masks.shape[-2:]
     matched = matched_idxs.long()
     objects, roi_object = torch.unique(matched, return_inverse=True)
@@ -80,9 +156,12 @@ def project_masks_on_boxes(gt_masks: torch.Tensor, boxes: torch.Tensor, matched_
         # a moved window still holds the object's samples and keeps interior edges interior
         ys = torch.minimum(y0[chunk], torch.tensor(height - hm, device=y0.device))
         xs = torch.minimum(x0[chunk], torch.tensor(width - wm, device=x0.device))
-        rows = ys[:, None] + torch.arange(hm, device=ys.device)
-        cols = xs[:, None] + torch.arange(wm, device=xs.device)
-        crops = gt_masks[objects[chunk][:, None, None], rows[:, :, None], cols[:, None, :]]
+        if packed:
+            crops = gt_masks.windows(objects[chunk], ys, xs, hm, wm)
+        else:
+            rows = ys[:, None] + torch.arange(hm, device=ys.device)
+            cols = xs[:, None] + torch.arange(wm, device=xs.device)
+            crops = gt_masks[objects[chunk][:, None, None], rows[:, :, None], cols[:, None, :]]
         # which RoIs belong to this chunk, and where their object's window sits in it
         slot = torch.full((n_obj,), -1, dtype=torch.long, device=boxes.device)
         slot[chunk] = torch.arange(stop - start, device=boxes.device)

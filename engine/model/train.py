@@ -550,7 +550,8 @@ class Trainer:
         aug = Augment(crop=int(cfg.crop)) if cfg.augment else Augment.none(crop=int(cfg.crop))
         if cfg.scale_jitter:
             aug.scale_jitter = tuple(float(v) for v in cfg.scale_jitter)
-        train_ds = InstanceDataset(train_items, policy, aug, seed=np_seed, cache_bytes=cfg.cache_mb << 20)
+        train_ds = InstanceDataset(train_items, policy, aug, seed=np_seed, cache_bytes=cfg.cache_mb << 20,
+                                   packed_masks=True)  # read by lean_mask_targets() in the step
         val_ds = InstanceDataset(val_items, policy, None, seed=np_seed, cache_bytes=cfg.cache_mb << 20)
         bs = int(cfg.batch_size)
         ipe = len(epoch_batches(len(train_ds), bs, 1, cfg.seed, rank=self._rank, world=self._world))

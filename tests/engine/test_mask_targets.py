@@ -92,3 +92,70 @@ def test_training_losses_match_torchvision_and_the_patch_is_scoped():
     assert ref.keys() == ours.keys()
     for k in ref:
         assert ours[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-6), k
+
+
+# --- packed masks: the crops only, through the data loader and the projection ----------------
+
+def packed_case(seed=0):
+    masks, boxes, idx = random_case(seed)
+    crops = []
+    for m in masks.numpy():
+        ys, xs = m.any(1).nonzero()[0], m.any(0).nonzero()[0]
+        crops.append((m[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1].astype(bool), int(xs[0]), int(ys[0])))
+    return masks, MT.PackedMasks.from_crops(crops, *masks.shape[1:]), boxes, idx
+
+
+def test_packed_masks_hold_the_same_masks_in_their_crops_only():
+    masks, packed, _, _ = packed_case()
+    assert packed.shape == tuple(masks.shape) and len(packed) == masks.shape[0]
+    assert torch.equal(packed.full(), masks)
+    assert packed.data.numel() < masks.numel() / 10  # crops, not N full planes
+    moved = packed.to("cpu", non_blocking=True)
+    assert torch.equal(moved.full(), masks)
+
+
+def test_packed_masks_give_the_same_targets(monkeypatch):
+    masks, packed, boxes, idx = packed_case(1)
+    ref = MT.project_masks_on_boxes(masks, boxes, idx, 28)
+    assert torch.equal(MT.project_masks_on_boxes(packed, boxes, idx, 28), ref)  # the same windows
+    monkeypatch.setattr(MT, "CHUNK_ELEMENTS", 3000)
+    assert torch.equal(MT.project_masks_on_boxes(packed, boxes, idx, 28),
+                       MT.project_masks_on_boxes(masks, boxes, idx, 28))
+    empty = MT.PackedMasks.from_crops([], 20, 30)
+    assert empty.shape == (0, 20, 30) and empty.full().shape == (0, 20, 30)
+
+
+def test_trainer_targets_are_packed_and_survive_worker_processes_and_pinning(tmp_path):
+    from engine.demo import synthetic_project
+    from engine.model.data import InstanceDataset, Snapshot, collate
+    from engine.model.normalize import percentile_policy
+    from engine.project import Project
+    synthetic_project(tmp_path / "p", "nuclei", 2, 96)
+    snap = Snapshot.from_project(Project.open(tmp_path / "p"))
+    full = InstanceDataset(snap.items, percentile_policy())
+    packed = InstanceDataset(snap.items, percentile_policy(), packed_masks=True)
+    loader = torch.utils.data.DataLoader(packed, batch_size=2, collate_fn=collate, num_workers=1,
+                                         pin_memory=torch.cuda.is_available())
+    (_, targets), = list(loader)
+    for k, t in enumerate(targets):
+        assert isinstance(t["masks"], MT.PackedMasks)
+        assert torch.equal(t["masks"].full(), full[k][1]["masks"])
+
+
+def test_training_losses_with_packed_targets_equal_torchvision():
+    torch.manual_seed(0)
+    model = B.build_model("r18fpn", 2).train()
+    masks, packed, _, _ = packed_case(2)
+    gt = packed.boxes.float()
+    image = torch.rand(3, *masks.shape[1:])
+
+    def losses(m):
+        torch.manual_seed(1)
+        t = {"boxes": gt, "labels": torch.ones(len(gt), dtype=torch.int64), "masks": m}
+        return {k: float(v.detach()) for k, v in model([image], [t]).items()}
+
+    ref = losses(masks)
+    with MT.lean_mask_targets():
+        ours = losses(packed)
+    for k in ref:
+        assert ours[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-6), k

@@ -112,6 +112,12 @@ def test_fixed_scale_and_classic_resize_are_opt_in():
     assert images.image_sizes == [(100, 120)]
     assert targets[0]["boxes"].tolist() == [[20.0, 20.0, 40.0, 60.0]]
     assert targets[0]["masks"].shape == (1, 100, 120)
+    # the Trainer's packed masks are resampled the same way
+    from engine.model.mask_targets import PackedMasks
+    packed = PackedMasks.from_crops([(np.ones((50, 60), bool), 0, 0)], 50, 60)
+    _, t2 = m.transform([torch.rand(3, 50, 60)], [{"boxes": torch.tensor([[10.0, 10.0, 20.0, 30.0]]),
+                                                   "labels": torch.tensor([1]), "masks": packed}])
+    assert torch.equal(t2[0]["masks"], targets[0]["masks"])
     m2 = B.build_model("r18fpn", 2, min_size=400, max_size=600)
     m2.eval()
     images, _ = m2.transform([torch.rand(3, 100, 100)])
