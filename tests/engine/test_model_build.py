@@ -127,9 +127,12 @@ def test_fixed_scale_and_classic_resize_are_opt_in():
 def test_detection_limit_above_1000_is_a_setting():
     m = B.build_model("r18fpn", 2, detections_per_img=2500)
     assert m.roi_heads.detections_per_img == 2500
-    assert m.rpn._pre_nms_top_n["testing"] >= 2500 and m.rpn._post_nms_top_n["testing"] >= 2500
+    # two proposals per allowed detection: the RPN's NMS leaves several on each object
+    assert m.rpn._pre_nms_top_n["testing"] == 5000 and m.rpn._post_nms_top_n["testing"] == 5000
     B.set_detections_per_img(m, 4000)
-    assert m.roi_heads.detections_per_img == 4000 and m.rpn._post_nms_top_n["testing"] >= 4000
+    assert m.roi_heads.detections_per_img == 4000 and m.rpn._post_nms_top_n["testing"] == 8000
+    B.set_detections_per_img(m, 10)  # a lower limit keeps the proposals
+    assert m.roi_heads.detections_per_img == 10 and m.rpn._post_nms_top_n["testing"] == 8000
 
 
 def test_bad_arguments():
