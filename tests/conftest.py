@@ -30,3 +30,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _keep_qt_sigchld_handler(monkeypatch):
+    """A DataLoader with worker processes replaces the process's SIGCHLD handler with
+    torch's, which drops Qt's: every QProcess in later GUI tests of this pytest process
+    would then never report its end. The app never runs a DataLoader in the GUI process
+    (training is a child process); no test may change the handler either."""
+    try:
+        from torch.utils.data._utils import signal_handling
+    except ImportError:  # torch is not imported by every test session
+        return
+    monkeypatch.setattr(signal_handling, "_SIGCHLD_handler_set", True)

@@ -301,15 +301,10 @@ def test_unreadable_image_names_the_file(proj_dir, tmp_path):
     assert "broken.tif" in str(e.value)
 
 
-def test_worker_processes_give_the_same_samples(proj_dir, monkeypatch):
+def test_worker_processes_give_the_same_samples(proj_dir):
     """Augmentation depends on (seed, epoch, index) only: persistent workers fed
     (epoch, index) pairs produce exactly what the main process would."""
-    # A DataLoader with workers replaces the process's SIGCHLD handler with torch's, which
-    # drops Qt's: every QProcess in later GUI tests of this pytest process would then never
-    # report its end. The app never runs a DataLoader in the GUI process (training is a
-    # child process); keep this test from changing the handler too.
-    from torch.utils.data._utils import signal_handling
-    monkeypatch.setattr(signal_handling, "_SIGCHLD_handler_set", True)
+    # (conftest keeps the DataLoader's workers from replacing Qt's SIGCHLD handler)
     snap = D.Snapshot.from_project(_open(proj_dir))
     ds = D.InstanceDataset(snap.items, percentile_policy(), D.Augment(crop=64), seed=5)
     sampler = D.EpochBatches()
