@@ -90,6 +90,12 @@ class Controller(QtCore.QObject):
     message = QtCore.pyqtSignal(str)                # for the status bar
     error = QtCore.pyqtSignal(str)                  # for a message box
     _writeDone = QtCore.pyqtSignal(object)          # internal: a background autosave finished
+    itemLoading = QtCore.pyqtSignal(str)            # a large item is decoded off the GUI thread ("": none)
+    _decoded = QtCore.pyqtSignal(str)               # internal: the prefetch worker decoded an item
+
+    #: Items at least this large (pixels) that are not decoded yet open asynchronously
+    #: (request_item): the window stays live while the worker decodes them.
+    ASYNC_PIXELS = 4_000_000
 
     def __init__(self, parent: Optional[QtCore.QObject] = None) -> None:
         super().__init__(parent)
@@ -132,6 +138,8 @@ class Controller(QtCore.QObject):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskloop-autosave")
         self._writeDone.connect(self._on_write_done, QtCore.Qt.QueuedConnection)
         self._prefetch = ImagePrefetcher()
+        self._opening: Optional[str] = None  # the item request_item waits for
+        self._decoded.connect(self._on_decoded, QtCore.Qt.QueuedConnection)
 
     # ------------------------------------------------------------------ project
     def open_project(self, root) -> bool:
@@ -187,6 +195,7 @@ class Controller(QtCore.QObject):
     def _set_project(self, project) -> None:
         self.project = project
         self._prefetch.set_project(project)
+        self._opening = None
         self._statuses = project.statuses()
         self._counts = {}
         self._windows = {}
@@ -228,6 +237,7 @@ class Controller(QtCore.QObject):
             stack.deleteLater()
         self._stacks.clear()
         self._prefetch.set_project(None)
+        self._opening = None
         self.project = None
         self.item_id = None
         self.image = self.annotation = self._display = None
@@ -266,6 +276,8 @@ class Controller(QtCore.QObject):
     def set_current_item(self, item_id: str) -> bool:
         if self.project is None:
             return False
+        if self._opening is not None and self._opening != item_id:  # a program switch wins
+            self._cancel_opening()
         if item_id == self.item_id:
             return True
         if not self.flush():
@@ -301,6 +313,59 @@ class Controller(QtCore.QObject):
         self.windowChanged.emit(self.window)
         return True
 
+    def request_item(self, item_id: str) -> bool:
+        """Open an item because the user asked for it (list click, N, PageDown, slider).
+
+        Small or already decoded items open at once (as set_current_item). A large item
+        that is not decoded yet is decoded on the prefetch worker: itemLoading is emitted
+        now, currentItemChanged when it is shown; the current item stays usable meanwhile,
+        and a newer request replaces this one. False when the item cannot be opened now."""
+        if self.project is None:
+            return False
+        if self._opening is not None and self._opening != item_id:
+            self._cancel_opening()
+        if item_id == self.item_id:
+            return True
+        try:
+            item = self.project.item(item_id)
+        except MaskLoopError as e:
+            self.error.emit(e.one_line())
+            return False
+        if item.width * item.height < self.ASYNC_PIXELS or self._prefetch.ready(item_id):
+            return self.set_current_item(item_id)
+        fut = self._prefetch.fetch(item_id)
+        if fut is None:
+            return self.set_current_item(item_id)
+        self._opening = item_id
+        self.itemLoading.emit(item_id)
+
+        def done(_fut, iid=item_id, emit=self._decoded.emit):
+            try:
+                emit(iid)  # queued: _on_decoded runs on the GUI thread
+            except RuntimeError:  # the controller is gone (window closed meanwhile)
+                pass
+        fut.add_done_callback(done)
+        return True
+
+    def _cancel_opening(self) -> None:
+        self._prefetch.drop(self._opening)
+        self._opening = None
+        self.itemLoading.emit("")  # nothing is loading any more
+
+    @property
+    def opening(self) -> Optional[str]:
+        """The item request_item is decoding (None when nothing is pending)."""
+        return self._opening
+
+    def _on_decoded(self, item_id: str) -> None:
+        if item_id != self._opening:
+            return  # superseded by a newer request, or the project was closed
+        self._opening = None
+        if not self.set_current_item(item_id):
+            self.itemLoading.emit("")
+            if self.item_id:
+                self.currentItemChanged.emit(self.item_id)  # views go back to the item shown
+
     def _neighbours(self, item_id: str) -> list[str]:
         """Next and previous slice, then next and previous item: where users step to."""
         out = []
@@ -315,12 +380,13 @@ class Controller(QtCore.QObject):
         ids = items if items is not None else [it.id for it in self.items]
         if not ids:
             return False
-        if self.item_id not in ids:
-            return self.set_current_item(ids[0 if step > 0 else -1])
-        k = ids.index(self.item_id) + step
+        here = self._opening if self._opening in ids else self.item_id  # N N N: steps from the pending one
+        if here not in ids:
+            return self.request_item(ids[0 if step > 0 else -1])
+        k = ids.index(here) + step
         if not 0 <= k < len(ids):
             return False
-        return self.set_current_item(ids[k])
+        return self.request_item(ids[k])
 
     def step_slice(self, step: int) -> bool:
         return self.step_item(step, self.slice_items())

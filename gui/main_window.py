@@ -278,6 +278,7 @@ class MainWindow(QtWidgets.QMainWindow):
         c.projectOpened.connect(lambda _p: (self._update_title(), self._update_enabled()))
         c.projectClosed.connect(lambda: (self._update_title(), self._update_enabled()))
         c.currentItemChanged.connect(self._on_item)
+        c.itemLoading.connect(self._on_loading)
         c.dirtyChanged.connect(self._on_dirty)
         c.saved.connect(lambda _i: self._on_dirty(False))
         c.saveFailed.connect(lambda i, msg: self._notify(f"Could not save {i}: {msg}", error=True))
@@ -316,6 +317,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.item_label.setText(f"{item.name}  {item.width}×{item.height}{where}")
         self._update_enabled()
         self._on_dirty(c.dirty)
+
+    def _on_loading(self, item_id: str) -> None:
+        """A large item is decoded in the background: say so where the item is named."""
+        c = self.controller
+        if item_id and c.project is not None:
+            item = c.project.item(item_id)
+            self.item_label.setText(f"loading {item.name}  {item.width}×{item.height} …")
+        elif c.item_id:
+            self._on_item(c.item_id)
 
     def _on_cursor(self, x: int, y: int) -> None:
         if x < 0:

@@ -1,9 +1,12 @@
-"""Decode the images next to the current one on a worker thread.
+"""Decode images on a worker thread: the neighbours of the current item, and an item the
+user jumped to.
 
 Stepping through a stack or a list (N, PageDown) is the common way to move, so while the
 user works on one item its neighbours are decoded in the background and the switch takes
-no decode time on the GUI thread. Reads go through the engine (Project.load_image); a
-failed read is not cached, so the normal synchronous load reports the error.
+no decode time on the GUI thread. A jump to another large item (`fetch`) is decoded on the
+same worker ahead of the neighbours, while the window stays responsive. Reads go through
+the engine (Project.load_image); a failed read is not cached, so the normal synchronous
+load reports the error.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ class ImagePrefetcher:
         self.max_items = max_items
         self._project = None
         self._futures: dict[str, Future] = {}
+        self._fetched: set[str] = set()  # asked for by fetch(): kept until taken
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskloop-prefetch")
 
     def set_project(self, project) -> None:
@@ -28,6 +32,33 @@ class ImagePrefetcher:
         for fut in self._futures.values():
             fut.cancel()
         self._futures.clear()
+        self._fetched.clear()
+
+    def ready(self, item_id: str) -> bool:
+        """True when this item's image is decoded and waiting to be taken."""
+        fut = self._futures.get(item_id)
+        return fut is not None and fut.done() and not fut.cancelled()
+
+    def fetch(self, item_id: str) -> Optional[Future]:
+        """Decode this item next: neighbour decodes that have not started are dropped
+        (the switch asks for new ones). The image stays until take() or drop()."""
+        if self._project is None:
+            return None
+        for iid in [i for i in self._futures if i != item_id and i not in self._fetched]:
+            if self._futures[iid].cancel():
+                del self._futures[iid]
+        fut = self._futures.get(item_id)
+        if fut is None or fut.cancelled():
+            fut = self._futures[item_id] = self._executor.submit(self._project.load_image, item_id)
+        self._fetched.add(item_id)
+        return fut
+
+    def drop(self, item_id: str) -> None:
+        """Forget a fetched item the user no longer waits for."""
+        self._fetched.discard(item_id)
+        fut = self._futures.pop(item_id, None)
+        if fut is not None:
+            fut.cancel()
 
     def want(self, item_ids: Iterable[str]) -> None:
         """Keep (or start) decoding these items; forget the others (bounded memory)."""
@@ -35,7 +66,7 @@ class ImagePrefetcher:
             return
         wanted = list(dict.fromkeys(item_ids))[: self.max_items]
         for iid in list(self._futures):
-            if iid not in wanted:
+            if iid not in wanted and iid not in self._fetched:
                 self._futures.pop(iid).cancel()
         project = self._project
         for iid in wanted:
@@ -44,6 +75,7 @@ class ImagePrefetcher:
 
     def take(self, item_id: str) -> Optional[np.ndarray]:
         """The decoded image when it was prefetched (waiting if it is under way), else None."""
+        self._fetched.discard(item_id)
         fut = self._futures.pop(item_id, None)
         if fut is None or fut.cancelled():
             return None

@@ -44,7 +44,7 @@ class SliceBar(QtWidgets.QWidget):
 
     def _on_slider(self, value: int) -> None:
         if 0 <= value < len(self._ids) and self._ids[value] != self.controller.item_id:
-            if not self.controller.set_current_item(self._ids[value]):
+            if not self.controller.request_item(self._ids[value]):
                 self.refresh()
 
 

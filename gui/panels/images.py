@@ -173,7 +173,7 @@ class ImagesPanel(QtWidgets.QWidget):
             mods = QtWidgets.QApplication.keyboardModifiers()
             if mods & (QtCore.Qt.ShiftModifier | QtCore.Qt.ControlModifier):
                 return  # extending the selection (for batch actions), not opening
-            if not self.controller.set_current_item(self.model.item_id(src.row())):
+            if not self.controller.request_item(self.model.item_id(src.row())):
                 self._on_current(self.controller.item_id or "")
 
     def _on_current(self, item_id: str) -> None:

@@ -173,3 +173,47 @@ def test_next_slice_is_decoded_off_the_gui_thread(qtbot, stack_project, monkeypa
     assert ctl.set_current_item(stack_project.items[0].id)
     assert gui_reads == [stack_project.items[0].id]
     ctl.close_project(force=True)
+
+
+def test_a_jump_to_a_large_item_keeps_the_window_live(qtbot, stack_project, monkeypatch):
+    """A large item that is not decoded yet opens off the GUI thread: the window says it is
+    loading and stays on the current item meanwhile; a newer request, or a switch made by
+    the program, wins over a pending one."""
+    import threading
+    import time
+    win = open_window(qtbot, stack_project.root)
+    ctl = win.controller
+    monkeypatch.setattr(type(ctl), "ASYNC_PIXELS", 1)  # the small test images count as large
+    ids = [it.id for it in stack_project.items]  # cells, other, scan z0..z3
+    first = ctl.item_id
+    project = ctl.project
+    real = type(project).load_image
+    gui_reads = []
+
+    def slow(self, item_id):
+        if threading.current_thread() is threading.main_thread():
+            gui_reads.append(item_id)
+        time.sleep(0.3)  # a big 16-bit image
+        return real(self, item_id)
+    monkeypatch.setattr(type(project), "load_image", slow)
+    loading = []
+    ctl.itemLoading.connect(loading.append)
+    assert ctl.request_item(ids[4])
+    assert ctl.item_id == first and ctl.opening == ids[4] and loading == [ids[4]]
+    assert win.item_label.text().startswith("loading ")
+    qtbot.waitUntil(lambda: ctl.item_id == ids[4], timeout=10000)
+    assert ctl.opening is None and not win.item_label.text().startswith("loading")
+    assert np.array_equal(ctl.image, real(project, ids[4]))
+    # a newer request replaces the pending one
+    assert ctl.request_item(ids[0]) and ctl.request_item(ids[1])
+    assert ctl.opening == ids[1]
+    qtbot.waitUntil(lambda: ctl.item_id == ids[1], timeout=10000)
+    qtbot.wait(500)  # the first request's decode has finished by now and is ignored
+    assert ctl.item_id == ids[1] and gui_reads == []
+    # a switch made by the program (e.g. "next unreviewed") wins over a pending request
+    assert ctl.request_item(ids[5]) and ctl.opening == ids[5]
+    assert ctl.set_current_item(ids[0])
+    qtbot.wait(700)
+    assert ctl.item_id == ids[0] and ctl.opening is None and loading[-1] == ""
+    assert not win.item_label.text().startswith("loading")
+    ctl.close_project(force=True)
