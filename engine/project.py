@@ -311,6 +311,30 @@ class Project:
             out.append(entry)
         return out
 
+    def resumable_runs(self) -> list[dict]:
+        """Runs that stopped before their end (cancelled, interrupted) and can continue:
+        a last.pt and no model.pt. Newest first, each {"run", "epochs_done", "epochs"}
+        (None where the run's files do not say)."""
+        out = []
+        if not self.models_dir.exists():
+            return out
+        for folder in sorted((p for p in self.models_dir.iterdir() if p.is_dir()), reverse=True):
+            if not (folder / "last.pt").exists() or (folder / "model.pt").exists():
+                continue
+            entry = {"run": folder.name, "epochs_done": None, "epochs": None}
+            try:
+                history = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("history")
+                entry["epochs_done"] = len(history) if isinstance(history, list) else None
+            except (OSError, ValueError, AttributeError):
+                pass
+            try:
+                epochs = json.loads((folder / "config.json").read_text(encoding="utf-8"))["train"]["epochs"]
+                entry["epochs"] = int(epochs)
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            out.append(entry)
+        return out
+
     def set_active_model(self, run_id: Optional[str]) -> None:
         if run_id is not None and not (self.models_dir / run_id / "model.pt").exists():
             raise ProjectError(f"no finished model run {run_id!r}", self.models_dir)

@@ -431,7 +431,10 @@ class TrainingRunner(QtCore.QObject):
     finished = QtCore.pyqtSignal(bool, str, str)   # ok, kind, message
     runningChanged = QtCore.pyqtSignal(bool)
 
-    KILL_AFTER_MS = 5000
+    # After SIGTERM the child finishes its step and writes a resumable checkpoint (model and
+    # optimizer state: ~1.3 GB for x101fpn) before it exits; killing it during that write
+    # loses the partial epoch, so it gets a minute. A second cancel() kills at once.
+    KILL_AFTER_MS = 60000
 
     def __init__(self, parent=None, command_factory: Callable = train_command) -> None:
         super().__init__(parent)
@@ -489,10 +492,17 @@ class TrainingRunner(QtCore.QObject):
         proc.start(cmd[0], cmd[1:])
         self.runningChanged.emit(True)
 
+    @property
+    def cancelling(self) -> bool:
+        return self.running and self._cancelled
+
     def cancel(self) -> None:
         """Ask the child to stop (SIGTERM: it saves and reports `cancelled`); kill it if
-        it has not ended after KILL_AFTER_MS."""
+        it has not ended after KILL_AFTER_MS, or at once when asked a second time."""
         if not self.running:
+            return
+        if self._cancelled:
+            self._kill()
             return
         self._cancelled = True
         self.proc.terminate()

@@ -83,6 +83,7 @@ class Workflow(QtCore.QObject):
         self._train_clicked_at = 0.0
         self.last_segment_summary: Optional[dict] = None
         self.confirm_quit = self._confirm_quit
+        self.confirm_resume = self._confirm_resume
         #: (TrainDialog) -> bool; replaced by tests to drive the dialog without exec_()
         self.exec_train_dialog = lambda dlg: dlg.exec_() == QtWidgets.QDialog.Accepted
         self.exec_classic_dialog = lambda dlg: dlg.exec_() == QtWidgets.QDialog.Accepted
@@ -139,6 +140,9 @@ class Workflow(QtCore.QObject):
         self.act_train = A("model", "&Train…", self.train_dialog, "Ctrl+T", name="train", toolbar="model",
                            tip="Fine-tune a model on the reviewed items (a child process)")
         self.act_cancel_train = A("model", "Cancel training", self.cancel_training, name="cancel training")
+        self.act_resume_train = A("model", "Resume cancelled training", self.resume_training,
+                                  name="resume training",
+                                  tip="Continue the newest cancelled run where it stopped (same data and settings)")
         w.menu("model").addSeparator()
         for dock in (self.models_dock, self.training_dock, self.review_dock):
             w.menu("model").addAction(dock.toggleViewAction())
@@ -258,6 +262,7 @@ class Workflow(QtCore.QObject):
         self.act_apply_pending.setEnabled(has_item and self.review.has_pending())
         self.act_train.setEnabled(has_project and not training)
         self.act_cancel_train.setEnabled(training)
+        self.act_resume_train.setEnabled(has_project and not training and bool(c.project.resumable_runs()))
         self.act_accept.setEnabled(has_item)
         self.act_reject.setEnabled(has_item and bool(c.selection))
         self.act_reject_low.setEnabled(has_item)
@@ -438,17 +443,53 @@ class Workflow(QtCore.QObject):
         self._update_enabled()
         return True
 
+    def resume_training(self) -> bool:
+        """Continue the newest cancelled run (`train --resume RUN` in the child process): its
+        own snapshot of the annotations and its settings, so it ends as if never stopped."""
+        c = self.controller
+        if c.project is None or self.runner.running:
+            return False
+        runs = c.project.resumable_runs()
+        if not runs:
+            self._status("no cancelled training run to resume")
+            return False
+        run = runs[0]
+        if not self.confirm_resume(run):
+            return False
+        self.train_options = {}
+        self.train_project_root = c.project.root
+        try:
+            self.runner.start(c.project.root, extra=["--resume", run["run"]])
+        except MaskLoopError as e:
+            self._status(e.one_line())
+            return False
+        self.train_started_at = self._train_clicked_at = time.perf_counter()
+        self.training_view.begin(f"Resuming {run['run']} {_epochs_text(run)}")
+        self.training_dock.setVisible(True)
+        self.training_dock.raise_()
+        self._status("training resumed in a separate process; you can keep editing")
+        self._update_enabled()
+        return True
+
+    def _confirm_resume(self, run: dict) -> bool:
+        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Question, "Resume training",
+                                    f"Resume {run['run']} {_epochs_text(run)}? It continues with the data "
+                                    f"and settings it started with.",
+                                    QtWidgets.QMessageBox.Yes | QtWidgets.QMessageBox.No, self.window)
+        box.setDefaultButton(QtWidgets.QMessageBox.Yes)
+        return box.exec_() == QtWidgets.QMessageBox.Yes
+
     def cancel_training(self) -> None:
+        """Cancel (the run saves a checkpoint and can be resumed); a second time: stop now."""
         if self.runner.running:
-            self.training_view.status.setText("Cancelling…")
-            self.runner.cancel()
+            self.training_view._on_cancel()
 
     def _on_train_finished(self, ok: bool, kind: str, message: str) -> None:
         self._update_enabled()
         clicked, self._train_clicked_at = self._train_clicked_at, 0.0
         if not ok:
             if kind == "cancelled":
-                self._status(message)
+                self._status(message + " — Model › Resume cancelled training continues it")
             else:
                 self.window._notify(message, error=True)
             return
@@ -593,6 +634,13 @@ class Workflow(QtCore.QObject):
                 self.runner._kill()
                 self.runner.wait(3000)
         self.segmenter.shutdown()
+
+
+def _epochs_text(run: dict) -> str:
+    done, total = run.get("epochs_done"), run.get("epochs")
+    if done is not None and total:
+        return f"(stopped after {done} of {total} epochs)"
+    return "(stopped before its end)"
 
 
 def install_workflow(window, **kw) -> Workflow:

@@ -16,6 +16,10 @@ AP_COLOR = QtGui.QColor(230, 120, 30)
 AP50_COLOR = QtGui.QColor(40, 170, 90)
 ACC_COLOR = QtGui.QColor(160, 80, 200)
 
+CANCEL = "Cancel training"
+STOP_NOW = "Stop now"  # after Cancel: kill the child without waiting for its checkpoint
+CANCELLING = "Cancelling… saving a checkpoint to resume from (Stop now skips it)"
+
 
 def nice_step(span: float, target_ticks: int = 5) -> float:
     """A 1/2/5 x 10^k step giving about `target_ticks` ticks over `span`."""
@@ -200,7 +204,7 @@ class TrainingView(QtWidgets.QWidget):
         self.status.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
         self.metrics = QtWidgets.QLabel("")
         self.metrics.setObjectName("trainingMetrics")
-        self.cancel_button = QtWidgets.QPushButton("Cancel training")
+        self.cancel_button = QtWidgets.QPushButton(CANCEL)
         self.cancel_button.setObjectName("cancelTraining")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self._on_cancel)
@@ -272,6 +276,7 @@ class TrainingView(QtWidgets.QWidget):
         self.status.setText("Starting the training process…")
         self.metrics.setText("")
         self.bar.setRange(0, 0)  # busy until the start event
+        self.cancel_button.setText(CANCEL)
         self.cancel_button.setEnabled(True)
 
     def on_running(self, running: bool) -> None:
@@ -338,6 +343,7 @@ class TrainingView(QtWidgets.QWidget):
 
     def on_finished(self, ok: bool, kind: str, message: str) -> None:
         self.finished_ok, self.finish_kind, self.finish_message = ok, kind, message
+        self.cancel_button.setText(CANCEL)
         self.cancel_button.setEnabled(False)
         if self.bar.maximum() == 0:
             self.bar.setRange(0, 1)
@@ -350,8 +356,11 @@ class TrainingView(QtWidgets.QWidget):
             self.status.setText(("✗ " if kind != "cancelled" else "") + message)
 
     def _on_cancel(self) -> None:
-        self.cancel_button.setEnabled(False)
-        self.status.setText("Cancelling…")
+        if self.cancel_button.text() == STOP_NOW:  # second click: no checkpoint, stop now
+            self.cancel_button.setEnabled(False)
+        else:
+            self.cancel_button.setText(STOP_NOW)
+            self.status.setText(CANCELLING)
         self.cancelRequested.emit()
         if self.runner is not None:
             self.runner.cancel()

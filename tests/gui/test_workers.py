@@ -321,3 +321,35 @@ def test_a_model_for_other_labels_is_refused(qtbot, model_file):
         assert "mitochondrion" in blocker.args[1]
     finally:
         svc.shutdown()
+
+
+def test_cancel_waits_for_the_checkpoint_and_a_second_cancel_stops_at_once(qtbot, tmp_path):
+    """A child that is saving its checkpoint gets time (the kill comes after KILL_AFTER_MS,
+    a minute); the user's second Cancel ("Stop now") kills it without waiting."""
+    from gui.dialogs.training_view import CANCEL, STOP_NOW, TrainingView
+    body = """
+    import json, signal, time
+    signal.signal(signal.SIGTERM, lambda *a: time.sleep(3600))   # "saving" for a long time
+    print(json.dumps({"event": "start", "epochs": 1, "iters_per_epoch": 100}), flush=True)
+    while True:
+        time.sleep(0.05)
+    """
+    r = TrainingRunner()
+    assert r.KILL_AFTER_MS >= 30000
+    view = TrainingView()
+    qtbot.addWidget(view)
+    view.attach(r)
+    view.begin("test")
+    with qtbot.waitSignal(r.started, timeout=20000):
+        r.start(tmp_path, command=script_cmd(tmp_path, body))
+    view.cancel_button.click()
+    assert view.cancel_button.text() == STOP_NOW and view.cancel_button.isEnabled()
+    assert "saving a checkpoint" in view.status.text()
+    qtbot.wait(1000)
+    assert r.running and r.cancelling  # not killed while it saves
+    t0 = time.monotonic()
+    with qtbot.waitSignal(r.finished, timeout=10000) as blocker:
+        view.cancel_button.click()
+    assert time.monotonic() - t0 < 5
+    assert blocker.args[1] == "cancelled"
+    assert view.cancel_button.text() == CANCEL and not view.cancel_button.isEnabled()

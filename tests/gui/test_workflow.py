@@ -368,3 +368,36 @@ def test_open_demo_project(qtbot, win, tmp_path):
     assert statuses.count("reviewed") >= 2 and "new" in statuses
     # opening it again reuses the project
     assert wf.open_demo(tmp_path / "demo")
+
+
+def test_a_cancelled_run_is_resumed_from_the_model_menu(qtbot, win, tmp_path):
+    wf, proj = win.workflow, win.controller.project
+    act = wf.act_resume_train
+    assert not act.isEnabled()  # nothing to resume
+    # a run that was cancelled after 1 of 3 epochs: last.pt, no model.pt (as the Trainer leaves it)
+    run = proj.models_dir / "run-20260101-000000"
+    run.mkdir(parents=True)
+    (run / "last.pt").write_bytes(b"checkpoint")
+    (run / "config.json").write_text(json.dumps({"train": {"epochs": 3}}))
+    (run / "metrics.json").write_text(json.dumps({"status": "cancelled", "history": [{"epoch": 1}]}))
+    finished = proj.models_dir / "run-20251231-000000"  # finished runs are not offered
+    finished.mkdir()
+    (finished / "last.pt").write_bytes(b"x")
+    (finished / "model.pt").write_bytes(b"x")
+    assert [r["run"] for r in proj.resumable_runs()] == [run.name]
+    wf._update_enabled()
+    assert act.isEnabled()
+    asked, commands = [], []
+    wf.confirm_resume = lambda r: asked.append(r) or False
+    assert not wf.resume_training() and not wf.runner.running  # the user said no
+    assert asked[0] == {"run": run.name, "epochs_done": 1, "epochs": 3}
+    fake = wf.runner._command_factory
+    wf.runner._command_factory = lambda root, **kw: commands.append(kw) or fake(root, **kw)
+    wf.confirm_resume = lambda r: True
+    with qtbot.waitSignal(wf.runner.finished, timeout=30000) as blocker:
+        assert wf.resume_training()
+        assert not act.isEnabled() and wf.act_cancel_train.isEnabled()
+        assert "Resuming run-20260101-000000 (stopped after 1 of 3 epochs)" in wf.training_view.title.text()
+    assert blocker.args[0], blocker.args
+    assert commands == [{"arch": None, "base": None, "epochs": None, "device": None,
+                         "extra": ["--resume", run.name]}]
