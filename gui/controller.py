@@ -824,7 +824,7 @@ class Controller(QtCore.QObject):
             if len(pieces) < 2:
                 continue
             first = pieces[0]
-            first = inst.copy(mask=first.mask, x0=first.x0, y0=first.y0)  # keeps score/source/model
+            first = inst.copy(mask=first.mask, x0=first.x0, y0=first.y0)  # same id (a prediction becomes manual)
             changes.append(Change(inst, first))
             changes += [Change(None, p) for p in pieces[1:]]
             pieces_ids += [inst.id] + [p.id for p in pieces[1:]]

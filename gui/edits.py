@@ -245,9 +245,14 @@ def build_and_apply(ann: ItemAnnotation, changes: list[Change]) -> tuple[list[Op
             patch = PatchOp.make(cur, new, ch.hint)
             if patch is not None:
                 op_list.append(patch)
-            for name in ("label", "score", "source", "model"):
-                if getattr(cur, name) != getattr(new, name):
-                    op_list.append(AttrOp(cur.id, name, getattr(cur, name), getattr(new, name)))
+            after = {name: getattr(new, name) for name in ("label", "score", "source", "model")}
+            if (patch is not None or new.label != cur.label) and cur.source == new.source == "model":
+                # a corrected prediction is the user's now: auto-segment replaces model
+                # output but keeps manual instances, so the correction survives a re-run
+                after.update(source="manual", score=None, model=None)
+            for name, value in after.items():
+                if getattr(cur, name) != value:
+                    op_list.append(AttrOp(cur.id, name, getattr(cur, name), value))
         for op in op_list:
             region = union_region(region, op.apply(ann, True))
             structural = structural or op.structural

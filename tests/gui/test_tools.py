@@ -291,3 +291,36 @@ def test_brush_size_keys_and_zoom_keys(window, qtbot):
     key(qtbot, window, Qt.Key_F)
     r = cv.mapFromScene(cv.sceneRect()).boundingRect()
     assert r.width() <= cv.viewport().width() + 2 and r.height() <= cv.viewport().height() + 2
+
+
+def test_a_corrected_prediction_becomes_manual_and_survives_auto_segment(window, qtbot):
+    """Painting on, erasing from, splitting or relabelling a model prediction makes it the
+    user's: auto-segment replaces model output only, so the correction is not lost when
+    the item is segmented again. Undo gives the prediction back."""
+    from gui.review import merge_results
+    ctl = window.controller
+    c = ctl.annotation.find("C")
+    c.source, c.score, c.model = "model", 0.9, "run-1"  # disk C came from a model
+    d = ctl.annotation.find("D")
+    d.source, d.score, d.model = "model", 0.8, "run-1"
+    key(qtbot, window, Qt.Key_V)
+    click(window, 155, 150)
+    key(qtbot, window, Qt.Key_B)
+    window.canvas.brush_size = 7
+    drag(window, [(150, 150), (180, 150)])  # the user widens the prediction
+    c = ctl.annotation.find("C")
+    assert (c.source, c.score, c.model) == ("manual", None, None)
+    corrected = full(c)
+    # a new auto-segment result replaces D (still model output) but keeps the correction
+    fresh = ctl.annotation.find("D").copy(id="new", score=0.95)
+    remove, add = merge_results(ctl.annotation, [fresh], "model")
+    assert [i.id for i in remove] == ["D"] and [i.id for i in add] == ["new"]
+    ctl.undo_stack.undo()
+    c = ctl.annotation.find("C")
+    assert (c.source, c.score, c.model) == ("model", 0.9, "run-1") and not np.array_equal(full(c), corrected)
+    # a relabel is a correction too; a no-op (fill holes of a mask without holes) is not
+    ctl.set_selection(["D"])
+    assert not ctl.fill_holes_selected()
+    assert ctl.annotation.find("D").source == "model"
+    assert ctl.relabel_selected("debris")
+    assert ctl.annotation.find("D").source == "manual"
