@@ -293,22 +293,27 @@ class Project:
             except FileExistsError:
                 n += 1
 
+    def _run_folders(self, newest_first: bool = False) -> list[Path]:
+        if not self.models_dir.exists():
+            return []
+        return sorted((p for p in self.models_dir.iterdir() if p.is_dir()), reverse=newest_first)
+
+    @staticmethod
+    def _run_json(folder: Path, key: str) -> dict:
+        """A run's config.json / metrics.json ({} when missing or unreadable)."""
+        try:
+            data = json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def list_models(self) -> list[dict]:
         out = []
-        if not self.models_dir.exists():
-            return out
-        for folder in sorted(p for p in self.models_dir.iterdir() if p.is_dir()):
+        for folder in self._run_folders():
             if not (folder / "model.pt").exists():
                 continue  # an unfinished or failed run
-            entry = {"run": folder.name, "path": str(folder / "model.pt"), "config": {}, "metrics": {}}
-            for key in ("config", "metrics"):
-                f = folder / f"{key}.json"
-                if f.exists():
-                    try:
-                        entry[key] = json.loads(f.read_text(encoding="utf-8"))
-                    except (OSError, ValueError):
-                        entry[key] = {}
-            out.append(entry)
+            out.append({"run": folder.name, "path": str(folder / "model.pt"),
+                        "config": self._run_json(folder, "config"), "metrics": self._run_json(folder, "metrics")})
         return out
 
     def resumable_runs(self) -> list[dict]:
@@ -316,23 +321,13 @@ class Project:
         a last.pt and no model.pt. Newest first, each {"run", "epochs_done", "epochs"}
         (None where the run's files do not say)."""
         out = []
-        if not self.models_dir.exists():
-            return out
-        for folder in sorted((p for p in self.models_dir.iterdir() if p.is_dir()), reverse=True):
+        for folder in self._run_folders(newest_first=True):
             if not (folder / "last.pt").exists() or (folder / "model.pt").exists():
                 continue
-            entry = {"run": folder.name, "epochs_done": None, "epochs": None}
-            try:
-                history = json.loads((folder / "metrics.json").read_text(encoding="utf-8")).get("history")
-                entry["epochs_done"] = len(history) if isinstance(history, list) else None
-            except (OSError, ValueError, AttributeError):
-                pass
-            try:
-                epochs = json.loads((folder / "config.json").read_text(encoding="utf-8"))["train"]["epochs"]
-                entry["epochs"] = int(epochs)
-            except (OSError, ValueError, KeyError, TypeError):
-                pass
-            out.append(entry)
+            history = self._run_json(folder, "metrics").get("history")
+            epochs = (self._run_json(folder, "config").get("train") or {}).get("epochs")
+            out.append({"run": folder.name, "epochs_done": len(history) if isinstance(history, list) else None,
+                        "epochs": int(epochs) if isinstance(epochs, int) else None})
         return out
 
     def set_active_model(self, run_id: Optional[str]) -> None:

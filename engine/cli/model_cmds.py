@@ -51,6 +51,16 @@ def _jitter(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _add_predictor_args(p) -> None:
+    """--tile, --overlap and --device: how segment and evaluate run the Predictor."""
+    p.add_argument("--tile", type=_nonneg_int, default=None, metavar="N",
+                   help="tile size for large images (default 1024; 0: never tile)")
+    p.add_argument("--overlap", type=_nonneg_int, default=None, metavar="N",
+                   help="tile overlap in px (default: tile/8, widened to the largest object the model "
+                        "was trained on)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("segment", help="auto-segment items with a model",
                               description="Run a model on items and save the results as 'predicted'. "
@@ -61,12 +71,7 @@ def register(subparsers) -> None:
     p.add_argument("--items", nargs="+", default=["all"], metavar="all|new|ID",
                    help="which items: all (default), new (never segmented or annotated), or item ids")
     p.add_argument("--score", type=_score, default=0.5, help="score threshold (default 0.5)")
-    p.add_argument("--tile", type=_nonneg_int, default=None, metavar="N",
-                   help="tile size for large images (default 1024; 0: never tile)")
-    p.add_argument("--overlap", type=_nonneg_int, default=None, metavar="N",
-                   help="tile overlap in px (default: tile/8, widened to the largest object the model "
-                        "was trained on)")
-    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N")
+    _add_predictor_args(p)
     p.set_defaults(func=cmd_segment)
 
     p = subparsers.add_parser("train", help="train a model on the reviewed items",
@@ -123,9 +128,7 @@ def register(subparsers) -> None:
                    help="all reviewed items (default), val (the model's own validation items), or item ids")
     p.add_argument("--score", type=_score, default=0.05,
                    help="keep predictions above this score for AP (default 0.05; acc50 uses 0.5)")
-    p.add_argument("--tile", type=_nonneg_int, default=None, metavar="N")
-    p.add_argument("--overlap", type=_nonneg_int, default=None, metavar="N")
-    p.add_argument("--device", default="auto")
+    _add_predictor_args(p)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_evaluate)
 
@@ -157,11 +160,12 @@ def _select_items(project, tokens: list[str]) -> list[str]:
 
 def _tiling(args) -> Optional[dict]:
     """Predictor tile/overlap arguments of segment and evaluate (None: a usage error, reported)."""
+    from ..model.predict import DEFAULT_TILE
     kw = {}
     if args.tile is not None:
         kw["tile"] = args.tile
     if args.overlap is not None:
-        tile = args.tile if args.tile is not None else 1024
+        tile = args.tile if args.tile is not None else DEFAULT_TILE
         if tile and args.overlap >= tile:
             usage_error(args.command, f"--overlap {args.overlap} must be smaller than the tile ({tile})")
             return None

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
+import numpy as np
 import torch
 from torchvision.models.detection import roi_heads as tv_roi_heads
 from torchvision.ops import roi_align
@@ -51,7 +52,6 @@ class PackedMasks:
     @classmethod
     def from_crops(cls, crops, height: int, width: int) -> "PackedMasks":
         """crops: (mask (h, w) array, x0, y0) per object, each inside the image."""
-        import numpy as np
         boxes = torch.zeros((len(crops), 4), dtype=torch.int64)
         offsets = torch.zeros((len(crops),), dtype=torch.int64)
         parts, at = [], 0

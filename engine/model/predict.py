@@ -492,8 +492,8 @@ class Predictor:
         self.run = run
         self.tile = int(tile) if tile else 0
         self.largest_object = int(largest_object) if largest_object else None
-        self._overlap_set = overlap is not None
-        self.overlap = int(overlap) if overlap is not None else self.default_overlap(self.tile)
+        self._explicit_overlap = int(overlap) if overlap is not None else None
+        self.overlap = self.overlap_for(self.tile)
         if self.tile and self.overlap >= self.tile:
             raise ValueError(f"tile overlap {self.overlap} must be smaller than the tile {self.tile}")
         self.max_detections = int(max_detections)
@@ -525,6 +525,10 @@ class Predictor:
         self.model = net
         self._autocast_all = getattr(self, "_autocast_all", False)
         self.last_timing: dict = {}
+
+    def overlap_for(self, tile: int) -> int:
+        """The overlap given to the constructor, else default_overlap(tile)."""
+        return self._explicit_overlap if self._explicit_overlap is not None else self.default_overlap(tile)
 
     def default_overlap(self, tile: int) -> int:
         """Tile overlap when none is given: tile/8 (at least 32 px), widened to the largest
@@ -596,10 +600,7 @@ class Predictor:
         """predict() for several images; tiles of equal size from all of them share batches."""
         t0 = time.perf_counter()
         tile = self.tile if tile is None else int(tile)
-        if overlap is not None:
-            ov = int(overlap)
-        else:
-            ov = self.overlap if (self._overlap_set or tile == self.tile) else self.default_overlap(tile)
+        ov = int(overlap) if overlap is not None else self.overlap_for(tile)
         rh = getattr(self.model, "roi_heads", None)
         if rh is not None:
             rh.score_thresh = float(score_threshold)  # the mask head only runs on kept boxes

@@ -848,18 +848,17 @@ def _jsonable(obj):
 # projects: snapshot, run folder, registration, activation
 # --------------------------------------------------------------------------------------
 
-def coco_snapshot(project, path, *, images_dir=None, min_size: int = 1) -> tuple[Snapshot, list[str]]:
+def coco_snapshot(project, path, *, images_dir=None, min_size: int = 1) -> Snapshot:
     """A COCO instances file as training data for `project`: its categories that the
     project lacks are added to the project's labels (saved, as an import does), and the
-    classes follow the project's label order, so the run segments the project's labels.
-    Returns (snapshot, labels added)."""
+    classes follow the project's label order, so the run segments the project's labels."""
     data = Snapshot.from_coco(path, images_dir=images_dir, min_size=min_size)
     added = [n for n in data.label_names if n not in project.labels]
     if added:
         for name in added:
             project.labels.add(name)
         project.save()
-    return data.relabel(project.labels.names()), added
+    return data.relabel(project.labels.names())
 
 
 def train_project(project, config: Optional[TrainConfig] = None, *, callbacks=(), cancel=None,
@@ -887,7 +886,7 @@ def train_project(project, config: Optional[TrainConfig] = None, *, callbacks=()
         run_id = None
         if rank == 0:
             if coco is not None:
-                data, _ = coco_snapshot(project, coco, images_dir=coco_images, min_size=config.min_box_size)
+                data = coco_snapshot(project, coco, images_dir=coco_images, min_size=config.min_box_size)
                 if not data.items:
                     raise DataError("the COCO file lists no images to train on", coco, "images")
             else:
