@@ -84,6 +84,7 @@ class Workflow(QtCore.QObject):
         self.last_segment_summary: Optional[dict] = None
         self.confirm_quit = self._confirm_quit
         self.confirm_resume = self._confirm_resume
+        self._can_resume = False  # a cancelled run waits (see _refresh_resumable)
         #: (TrainDialog) -> bool; replaced by tests to drive the dialog without exec_()
         self.exec_train_dialog = lambda dlg: dlg.exec_() == QtWidgets.QDialog.Accepted
         self.exec_classic_dialog = lambda dlg: dlg.exec_() == QtWidgets.QDialog.Accepted
@@ -143,6 +144,7 @@ class Workflow(QtCore.QObject):
         self.act_resume_train = A("model", "Resume cancelled training", self.resume_training,
                                   name="resume training",
                                   tip="Continue the newest cancelled run where it stopped (same data and settings)")
+        w.menu("model").aboutToShow.connect(self._refresh_resumable)  # e.g. a run cancelled from the shell
         w.menu("model").addSeparator()
         for dock in (self.models_dock, self.training_dock, self.review_dock):
             w.menu("model").addAction(dock.toggleViewAction())
@@ -206,7 +208,7 @@ class Workflow(QtCore.QObject):
         s.modelLoaded.connect(lambda p, secs: self._status(f"model loaded in {secs:.1f} s", 4000))
         r = self.runner
         r.finished.connect(self._on_train_finished)
-        r.runningChanged.connect(lambda _r: self._update_enabled())
+        r.runningChanged.connect(lambda _r: self._refresh_resumable())
 
     # ------------------------------------------------------------------ state
     @property
@@ -230,13 +232,13 @@ class Workflow(QtCore.QObject):
         path = self.active_model_path()
         self.segmenter.set_model(path, warm=path is not None)
         self._update_no_model()
-        self._update_enabled()
+        self._refresh_resumable()
 
     def _on_project_closed(self) -> None:
         self.segmenter.cancel()
         self.models_panel.set_project(None)
         self._update_no_model()
-        self._update_enabled()
+        self._refresh_resumable()
 
     def _update_no_model(self) -> None:
         p = self.project
@@ -262,7 +264,7 @@ class Workflow(QtCore.QObject):
         self.act_apply_pending.setEnabled(has_item and self.review.has_pending())
         self.act_train.setEnabled(has_project and not training)
         self.act_cancel_train.setEnabled(training)
-        self.act_resume_train.setEnabled(has_project and not training and bool(c.project.resumable_runs()))
+        self.act_resume_train.setEnabled(has_project and not training and self._can_resume)
         self.act_accept.setEnabled(has_item)
         self.act_reject.setEnabled(has_item and bool(c.selection))
         self.act_reject_low.setEnabled(has_item)
@@ -422,26 +424,19 @@ class Workflow(QtCore.QObject):
         return self.start_training(dlg.options(), n_items=dlg.n_reviewed)
 
     def start_training(self, opts: dict, n_items: Optional[int] = None) -> bool:
-        c = self.controller
-        self.train_options = dict(opts)
-        self.train_project_root = c.project.root
-        try:
-            self.runner.start(c.project.root, arch=opts.get("arch"), base=opts.get("base"),
-                              epochs=opts.get("epochs"), device=opts.get("device"))
-        except MaskLoopError as e:
-            self._status(e.one_line())
-            return False
-        self.train_started_at = time.perf_counter()
-        if not self._train_clicked_at:
-            self._train_clicked_at = self.train_started_at
         items = f" on {n_items} reviewed item(s)" if n_items is not None else ""
-        self.training_view.begin(f"Training {opts.get('arch')} from {opts.get('base')}{items}, "
-                                 f"{opts.get('epochs')} epoch(s), device {opts.get('device')}")
-        self.training_dock.setVisible(True)
-        self.training_dock.raise_()
-        self._status("training started in a separate process; you can keep editing")
+        return self._launch(dict(opts), f"Training {opts.get('arch')} from {opts.get('base')}{items}, "
+                                        f"{opts.get('epochs')} epoch(s), device {opts.get('device')}",
+                            "training started in a separate process; you can keep editing",
+                            arch=opts.get("arch"), base=opts.get("base"), epochs=opts.get("epochs"),
+                            device=opts.get("device"))
+
+    def _refresh_resumable(self, *_args) -> None:
+        """Whether a cancelled run waits (read from the models folder when runs can change:
+        a project opens, a training process starts or ends, the Model menu opens)."""
+        p = self.controller.project
+        self._can_resume = p is not None and bool(p.resumable_runs())
         self._update_enabled()
-        return True
 
     def resume_training(self) -> bool:
         """Continue the newest cancelled run (`train --resume RUN` in the child process): its
@@ -456,18 +451,27 @@ class Workflow(QtCore.QObject):
         run = runs[0]
         if not self.confirm_resume(run):
             return False
-        self.train_options = {}
+        return self._launch({}, f"Resuming {run['run']} {_epochs_text(run)}",
+                            "training resumed in a separate process; you can keep editing",
+                            extra=["--resume", run["run"]])
+
+    def _launch(self, opts: dict, title: str, status: str, **runner_kw) -> bool:
+        """Start the training child process and show it in the Training dock."""
+        c = self.controller
+        self.train_options = opts
         self.train_project_root = c.project.root
         try:
-            self.runner.start(c.project.root, extra=["--resume", run["run"]])
+            self.runner.start(c.project.root, **runner_kw)
         except MaskLoopError as e:
             self._status(e.one_line())
             return False
-        self.train_started_at = self._train_clicked_at = time.perf_counter()
-        self.training_view.begin(f"Resuming {run['run']} {_epochs_text(run)}")
+        self.train_started_at = time.perf_counter()
+        if not self._train_clicked_at:
+            self._train_clicked_at = self.train_started_at
+        self.training_view.begin(title)
         self.training_dock.setVisible(True)
         self.training_dock.raise_()
-        self._status("training resumed in a separate process; you can keep editing")
+        self._status(status)
         self._update_enabled()
         return True
 
@@ -482,7 +486,7 @@ class Workflow(QtCore.QObject):
     def cancel_training(self) -> None:
         """Cancel (the run saves a checkpoint and can be resumed); a second time: stop now."""
         if self.runner.running:
-            self.training_view._on_cancel()
+            self.training_view.cancel()
 
     def _on_train_finished(self, ok: bool, kind: str, message: str) -> None:
         self._update_enabled()

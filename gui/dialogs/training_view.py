@@ -207,7 +207,7 @@ class TrainingView(QtWidgets.QWidget):
         self.cancel_button = QtWidgets.QPushButton(CANCEL)
         self.cancel_button.setObjectName("cancelTraining")
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self._on_cancel)
+        self.cancel_button.clicked.connect(self.cancel)
         self.log = QtWidgets.QPlainTextEdit()
         self.log.setObjectName("trainingLog")
         self.log.setReadOnly(True)
@@ -355,8 +355,9 @@ class TrainingView(QtWidgets.QWidget):
             self.status.setStyleSheet("color: #c62828;" if kind != "cancelled" else "")
             self.status.setText(("✗ " if kind != "cancelled" else "") + message)
 
-    def _on_cancel(self) -> None:
-        if self.cancel_button.text() == STOP_NOW:  # second click: no checkpoint, stop now
+    def cancel(self) -> None:
+        """Cancel the run (it saves a checkpoint); when it is already cancelling, stop now."""
+        if self.runner is not None and self.runner.cancelling:  # "Stop now": no checkpoint
             self.cancel_button.setEnabled(False)
         else:
             self.cancel_button.setText(STOP_NOW)

@@ -385,7 +385,7 @@ def test_a_cancelled_run_is_resumed_from_the_model_menu(qtbot, win, tmp_path):
     (finished / "last.pt").write_bytes(b"x")
     (finished / "model.pt").write_bytes(b"x")
     assert [r["run"] for r in proj.resumable_runs()] == [run.name]
-    wf._update_enabled()
+    win.menu("model").aboutToShow.emit()  # the user opens the Model menu
     assert act.isEnabled()
     asked, commands = [], []
     wf.confirm_resume = lambda r: asked.append(r) or False
