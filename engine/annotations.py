@@ -14,7 +14,7 @@ import numpy as np
 
 from .errors import LabelError
 
-SOURCES = ("manual", "model", "classic", "imported")
+SOURCES = ("manual", "model", "classic", "imported", "prompt")
 STATUSES = ("new", "predicted", "reviewed")
 
 
@@ -34,6 +34,7 @@ class Instance:
     score: Optional[float] = None
     source: str = "manual"
     model: Optional[str] = None
+    object_id: Optional[str] = None  # the 3-D object (instances on a stack's slices) it belongs to
 
     def __post_init__(self) -> None:
         self.mask = np.asarray(self.mask, dtype=bool)
@@ -113,7 +114,8 @@ class Instance:
 
     def copy(self, **changes) -> "Instance":
         d = dict(mask=self.mask.copy(), x0=self.x0, y0=self.y0, label=self.label, id=self.id,
-                 score=self.score, source=self.source, model=self.model)
+                 score=self.score, source=self.source, model=self.model,
+                 object_id=self.object_id)
         d.update(changes)
         return Instance(**d)
 

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from .geometry import VoxelGeometry, optional_from_json
 from .errors import ImageReadError, MaskLoopError
 from .fsutil import atomic_write_bytes
 
@@ -69,6 +70,7 @@ class Source:
     channels: int = 1            # 1 (grey) or 3 (RGB)
     modality: str = ""           # "CT", "MR", ... for DICOM, "" otherwise
     name: str = ""               # display name
+    geometry: Optional[VoxelGeometry] = None  # voxel size, origin, direction when the data has them
 
     def to_json(self) -> dict:
         return {
@@ -76,6 +78,7 @@ class Source:
             "n_slices": self.n_slices, "height": self.height, "width": self.width,
             "dtype": self.dtype, "channels": self.channels, "modality": self.modality,
             "name": self.name,
+            **({"geometry": self.geometry.to_json()} if self.geometry is not None else {}),
         }
 
     @classmethod
@@ -92,6 +95,7 @@ class Source:
             n_slices=int(d["n_slices"]), height=int(d["height"]), width=int(d["width"]),
             dtype=str(np.dtype(d.get("dtype", "uint8"))), channels=int(d.get("channels", 1)),
             modality=str(d.get("modality", "")), name=str(d.get("name", "")),
+            geometry=optional_from_json(d.get("geometry")),
         )
         if src.n_slices < 1 or src.height < 1 or src.width < 1 or src.channels not in (1, 3):
             raise ValueError("n_slices, height, width must be >= 1 and channels 1 or 3")

@@ -102,7 +102,8 @@ def instance_to_shape(inst: Instance, group_id: Optional[int] = None) -> Optiona
         "shape_type": "mask",
         "flags": {},
         "mask": mask_to_b64(t.mask),
-        "maskloop": {"id": inst.id, "score": inst.score, "source": inst.source, "model": inst.model},
+        "maskloop": {"id": inst.id, "score": inst.score, "source": inst.source, "model": inst.model,
+                     **({"object": inst.object_id} if inst.object_id else {})},
     }
 
 
@@ -144,6 +145,10 @@ def _maskloop_fields(shape: dict, source: str, path, field) -> dict:
         out["source"] = ml["source"]
     if ml.get("model") is not None:
         out["model"] = str(ml["model"])
+    if ml.get("object") is not None:
+        if not isinstance(ml["object"], str) or not ml["object"]:
+            raise FormatError("must be a non-empty string", path, f"{field}.maskloop.object")
+        out["object_id"] = ml["object"]
     return out
 
 
