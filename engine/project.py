@@ -24,7 +24,6 @@ from . import imageio
 from .annotations import ItemAnnotation, LabelSet
 from .errors import ImageReadError, LabelError, ProjectError
 from .fsutil import atomic_write_json
-from .jobs import check, report
 
 MANIFEST = "maskloop.json"
 FORMAT = "maskloop-project"
@@ -161,21 +160,20 @@ class Project:
         """
         if isinstance(paths, (str, Path)):
             paths = [paths]
-        known = {str(self.source_path(s).resolve()) for s in self.sources}
+        # a series is its folder and its files: one folder may hold several series
+        known = {(str(self.source_path(s).resolve()), s.files) for s in self.sources}
         found: list = []
         paths = [Path(p) for p in paths]
-        for k, p in enumerate(paths):
-            check(cancel)
-            report(progress, k, len(paths), f"reading {p.name}")
+        for p in paths:
             if not p.exists():
                 raise ImageReadError("no such file or folder", p)
-            for src in imageio.probe(p):
-                key = str(Path(src.path).resolve())
-                if key in known:
-                    continue
-                known.add(key)
-                found.append(src)
-        report(progress, len(paths), len(paths), "")
+        # probed together: the files of one DICOM series selected one by one make one series
+        for src in imageio.probe_paths(paths, progress=progress, cancel=cancel):
+            key = (str(Path(src.path).resolve()), src.files)
+            if key in known:
+                continue
+            known.add(key)
+            found.append(src)
         new_items: list[Item] = []
         taken = set(self._by_id)
         for src in found:

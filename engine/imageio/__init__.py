@@ -13,12 +13,12 @@ Nothing here imports Qt or torch; pydicom (slow to import) is imported on first 
 """
 from .display import WINDOW_PRESETS, auto_window, to_uint8
 from .plain import write_png
-from .probe import probe
+from .probe import probe, probe_paths
 from .read import read_image, read_slice
 from .sniff import IMAGE_SUFFIXES
 from .source import KINDS, Source
 
 __all__ = [
-    "Source", "probe", "read_slice", "read_image", "to_uint8", "auto_window",
+    "Source", "probe", "probe_paths", "read_slice", "read_image", "to_uint8", "auto_window",
     "WINDOW_PRESETS", "write_png", "KINDS", "IMAGE_SUFFIXES",
 ]

@@ -26,6 +26,10 @@ class Source:
     modality: str = ""           # "CT", "MR", ... for DICOM, "" otherwise
     name: str = ""               # display name
     geometry: Optional[VoxelGeometry] = None  # voxel size, origin, direction when the data has them
+    # The file's own default display window (DICOM WindowCenter/WindowWidth), in the units
+    # read_slice returns; None when the file names none.
+    window: Optional[tuple[float, float]] = None   # (center, width)
+    unit: str = ""               # "HU" only when the rescale says Hounsfield units, else ""
 
     def to_json(self) -> dict:
         return {
@@ -34,6 +38,8 @@ class Source:
             "dtype": self.dtype, "channels": self.channels, "modality": self.modality,
             "name": self.name,
             **({"geometry": self.geometry.to_json()} if self.geometry is not None else {}),
+            **({"window": list(self.window)} if self.window is not None else {}),
+            **({"unit": self.unit} if self.unit else {}),
         }
 
     @classmethod
@@ -51,9 +57,21 @@ class Source:
             dtype=str(np.dtype(d.get("dtype", "uint8"))), channels=int(d.get("channels", 1)),
             modality=str(d.get("modality", "")), name=str(d.get("name", "")),
             geometry=optional_from_json(d.get("geometry")),
+            window=_window_from_json(d.get("window")), unit=str(d.get("unit", "")),
         )
         if src.n_slices < 1 or src.height < 1 or src.width < 1 or src.channels not in (1, 3):
             raise ValueError("n_slices, height, width must be >= 1 and channels 1 or 3")
         if kind == "dicom_series" and len(src.files) != src.n_slices:
             raise ValueError(f"{len(src.files)} files for {src.n_slices} slices")
         return src
+
+
+def _window_from_json(w) -> Optional[tuple[float, float]]:
+    if w is None:
+        return None
+    if not isinstance(w, (list, tuple)) or len(w) != 2:
+        raise TypeError("'window' must be [center, width]")
+    c, width = float(w[0]), float(w[1])
+    if not (np.isfinite(c) and np.isfinite(width) and width > 0):
+        raise ValueError("'window' needs a finite center and a positive width")
+    return (c, width)

@@ -13,6 +13,7 @@ import tifffile
 
 from ..errors import ImageReadError, MaskLoopError
 from .sniff import file_size
+from .geometry_from import tiff_geometry
 from .source import Source
 
 
@@ -128,7 +129,17 @@ def probe_tiff(p: Path) -> Source:
                 if last is None:
                     raise ImageReadError(f"TIFF page {n - 1} is missing", p)
                 check_page_extent(last, size, p)
-    return Source("stack" if n > 1 else "image", str(p), (), n, h, w, dtype, ch, "", p.stem)
+            geometry = _geometry(tif, s, n)
+    return Source("stack" if n > 1 else "image", str(p), (), n, h, w, dtype, ch, "", p.stem,
+                  geometry=geometry)
+
+
+def _geometry(tif, series, n: int):
+    # A scale is a bonus: odd resolution tags never make an image unreadable.
+    try:
+        return tiff_geometry(series.keyframe, tif.imagej_metadata, n)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def read_tiff(p: Path, index: int, n_expected: Optional[int], field: Optional[str]) -> np.ndarray:
