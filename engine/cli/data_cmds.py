@@ -208,6 +208,17 @@ def cmd_info(args) -> int:
     info = project_info(proj)
     print(f"project: {info['root']}")
     print(f"items: {info['items']} from {info['sources']} source(s)")
+    from ..imageio import describe_source
+    # each stack/series (and each image with a physical size) with its voxel size in mm/µm;
+    # plain pictures only counted, so a project of 10,000 photos stays readable
+    plain = 0
+    for src in proj.sources:
+        if src.n_slices > 1 or src.geometry is not None:
+            print(f"  {describe_source(src)}")
+        else:
+            plain += 1
+    if plain:
+        print(f"  {plain} image(s) without a physical size")
     print("status: " + ", ".join(f"{k} {v}" for k, v in info["status"].items()))
     print(f"instances: {info['instances']}")
     if info["labels"]:

@@ -11,6 +11,7 @@ padded with zeros.
 
 Nothing here imports Qt or torch; pydicom (slow to import) is imported on first use.
 """
+from .describe import describe_source, format_length, format_spacing
 from .display import WINDOW_PRESETS, auto_window, to_uint8
 from .plain import write_png
 from .probe import probe, probe_paths
@@ -21,4 +22,5 @@ from .source import KINDS, Source
 __all__ = [
     "Source", "probe", "probe_paths", "read_slice", "read_image", "to_uint8", "auto_window",
     "WINDOW_PRESETS", "write_png", "KINDS", "IMAGE_SUFFIXES",
+    "describe_source", "format_length", "format_spacing",
 ]
