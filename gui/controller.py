@@ -435,6 +435,9 @@ class Controller(QtCore.QObject):
         return self._windows.get(item.source) if item is not None else None
 
     def _default_window(self, image: np.ndarray) -> Optional[tuple[float, float]]:
+        src = self.source
+        if src is not None and src.window is not None:
+            return tuple(src.window)  # the file's own WindowCenter/WindowWidth (CT 40/400)
         if image.dtype == np.uint8:
             return None  # shown as stored
         from engine.imageio import auto_window

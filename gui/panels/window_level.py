@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PyQt5 import QtCore, QtWidgets
 
+from engine.imageio import format_spacing
+
 PRESETS = ("soft tissue", "bone", "lung")
 
 
@@ -85,8 +87,12 @@ class WindowLevelPanel(QtWidgets.QWidget):
             sub = sub[np.isfinite(sub)]
             lo, hi = (float(sub.min()), float(sub.max())) if sub.size else (0.0, 1.0)
         src = self.controller.source
-        if src is not None and src.modality == "CT":
+        hu = src is not None and src.unit == "HU"  # only what the file's rescale says is HU
+        if hu:
             lo, hi = min(lo, -1024.0), max(hi, 3071.0)
+        if src is not None and src.window is not None:  # the file's window stays reachable
+            c, w = src.window
+            lo, hi = min(lo, c - w / 2), max(hi, c + w / 2)
         if hi <= lo:
             hi = lo + 1.0
         self._lo, self._hi = lo, hi
@@ -97,10 +103,15 @@ class WindowLevelPanel(QtWidgets.QWidget):
             self.width_box.setRange(span / 1000.0, 2 * span)
         finally:
             self._updating = False
-        ct = src is not None and (src.modality == "CT" or img.dtype == np.int16)
+        ct = hu or (src is not None and (src.modality == "CT" or img.dtype == np.int16))
         for name in PRESETS:
             self.buttons[name].setEnabled(ct)
-        self.info.setText(f"{img.dtype}, values {lo:g} … {hi:g}" + (" (HU)" if ct else ""))
+        text = f"{img.dtype}, values {lo:g} … {hi:g}" + (" HU" if hu else "")
+        if src is not None and src.window is not None:
+            text += f"\nfile window {src.window[0]:g} / {src.window[1]:g}"
+        if src is not None:
+            text += "\n" + format_spacing(src.geometry, src.n_slices)
+        self.info.setText(text)
         self._show(self.controller.window)
 
     def _show(self, win) -> None:
