@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -16,9 +15,11 @@ from typing import Optional
 import numpy as np
 
 from ..errors import ImageReadError
+from .dicom_pixeldata import PIXEL_TAGS, PixelElement, pixel_element
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 # Never images: the user imports them as annotations (label volumes).
+_MAX_INFLATE = 1100          # > deflate's maximum compression ratio (1032:1)
 _ANNOTATION_MODALITIES = {"SEG": "DICOM-SEG", "RTSTRUCT": "RT structure set"}
 
 
@@ -56,18 +57,6 @@ class DicomInfo:
         return self.rescales[frame] if len(self.rescales) > 1 else self.rescales[0]
 
 
-_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)   # PixelData, FloatPixelData, DoubleFloat...
-_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"}
-
-
-@dataclass
-class _PixelElement:
-    state: str                     # "ok" | "missing" | "truncated" | "unknown"
-    tag: int = 0
-    length: Optional[int] = None   # native data: its byte length
-    fragments: Optional[int] = None  # encapsulated data: number of fragments (after the BOT)
-
-
 def dicom_info(p: Path, strict: bool = True) -> Optional[DicomInfo]:
     """Header facts of one DICOM file (pixel data not read).
 
@@ -79,9 +68,10 @@ def dicom_info(p: Path, strict: bool = True) -> Optional[DicomInfo]:
     try:
         with open(p, "rb") as f:
             ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
-            pix = _PixelElement("missing")
+            pix = PixelElement("missing")
+            size = os.fstat(f.fileno()).st_size
             if "Rows" in ds and "Columns" in ds:
-                pix = _pixel_element(ds, f, os.fstat(f.fileno()).st_size)
+                pix = pixel_element(ds, f, size)
     except FileNotFoundError:
         raise ImageReadError("file not found", p) from None
     except OSError as e:
@@ -107,7 +97,7 @@ def dicom_info(p: Path, strict: bool = True) -> Optional[DicomInfo]:
         raise ImageReadError(f"DICOM image of size {rows}x{cols}x{frames}", p)
     if samples not in (1, 3):
         raise ImageReadError(f"unsupported DICOM: {samples} samples per pixel", p)
-    _check_frames_present(ds, pix, frames, rows, cols, samples, p)
+    _check_frames_present(ds, pix, frames, rows, cols, samples, size, p)
     try:
         return _build_info(ds, p, pix.tag, frames, rows, cols, samples)
     except ImageReadError:
@@ -127,26 +117,28 @@ def _refuse_annotations(ds, p: Path) -> None:
             "`maskloop import PROJECT FILE --format volume`", p)
 
 
-def _check_frames_present(ds, pix: _PixelElement, frames: int, rows: int, cols: int,
-                          samples: int, p: Path) -> None:
+def _check_frames_present(ds, pix: PixelElement, frames: int, rows: int, cols: int,
+                          samples: int, size: int, p: Path) -> None:
     """The frame count must fit in the pixel data actually stored."""
+    try:
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+    except (TypeError, ValueError):
+        bits = 16
+    if pix.tag and pix.tag != PIXEL_TAGS[0]:
+        bits = 32 if pix.tag == PIXEL_TAGS[1] else 64
+    need = (rows * cols * samples * frames * bits + 7) // 8
+    claim = f"DICOM header claims {frames} frames of {cols}x{rows}"
     if pix.fragments is not None and frames > max(1, pix.fragments):
         # PS3.5 A.4: a fragment never holds data of more than one frame
-        raise ImageReadError(f"DICOM header claims {frames} frames but the pixel data holds "
-                             f"{pix.fragments} fragment(s)", p)
-    if pix.length is not None:
-        try:
-            bits = int(ds.get("BitsAllocated", 16) or 16)
-        except (TypeError, ValueError):
-            bits = 16
-        if pix.tag != _PIXEL_TAGS[0]:
-            bits = 32 if pix.tag == _PIXEL_TAGS[1] else 64
-        need = (rows * cols * samples * frames * bits + 7) // 8
-        if pix.length < need:
-            if frames > 1:
-                raise ImageReadError(f"DICOM header claims {frames} frames of {cols}x{rows} but "
-                                     f"the pixel data holds {pix.length} bytes", p)
-            raise ImageReadError("truncated DICOM file (pixel data cut off)", p)
+        raise ImageReadError(f"{claim} but the pixel data holds {pix.fragments} fragment(s)", p)
+    if pix.length is not None and pix.length < need:
+        if frames > 1:
+            raise ImageReadError(f"{claim} but the pixel data holds {pix.length} bytes", p)
+        raise ImageReadError("truncated DICOM file (pixel data cut off)", p)
+    if pix.state == "unknown" and (frames > size or need > _MAX_INFLATE * size):
+        # deflated or non-standard encapsulation: no byte count to check, but every frame
+        # takes at least a byte, and deflate never packs more than ~1032 bytes into one
+        raise ImageReadError(f"{claim} but the file holds only {size} bytes", p)
 
 
 def _build_info(ds, p: Path, pixel_tag: int, frames: int, rows: int, cols: int,
@@ -297,71 +289,3 @@ def dicom_raw_type(ds, pixel_tag: int) -> tuple[np.dtype, tuple[float, float]]:
     dt = np.dtype(("i" if signed else "u") + str(alloc // 8))
     lo, hi = ((-(1 << (stored - 1)), (1 << (stored - 1)) - 1) if signed else (0, (1 << stored) - 1))
     return dt, (float(lo), float(hi))
-
-
-def _pixel_element(ds, f, size: int) -> _PixelElement:
-    """State of the pixel data element, from its header (and fragment headers) only.
-
-    `f` is positioned where dcmread(stop_before_pixels=True) stopped: at that element's
-    tag if there is one.
-    """
-    pos = f.tell()
-    tail = f.read(12)
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if ts is not None and ts == "1.2.840.10008.1.2.1.99":
-        return _PixelElement("unknown", _PIXEL_TAGS[0])   # deflated: file offsets mean nothing
-    if ts is not None:
-        try:
-            implicit, little = ts.is_implicit_VR, ts.is_little_endian
-        except Exception:  # noqa: BLE001 - private/unknown syntax
-            implicit, little = False, True
-    else:
-        implicit, little = getattr(ds, "original_encoding", (True, True))
-        implicit = True if implicit is None else implicit
-        little = True if little is None else little
-    if len(tail) < 8:
-        return _PixelElement("missing")
-    e = "<" if little else ">"
-    group, elem = struct.unpack(e + "HH", tail[:4])
-    tag = (group << 16) | elem
-    if tag not in _PIXEL_TAGS:
-        return _PixelElement("missing")
-    if implicit:
-        (length,), header = struct.unpack(e + "I", tail[4:8]), 8
-    elif tail[4:6] in _LONG_VRS:
-        if len(tail) < 12:
-            return _PixelElement("truncated", tag)
-        (length,), header = struct.unpack(e + "I", tail[8:12]), 12
-    else:
-        (length,), header = struct.unpack(e + "H", tail[6:8]), 8
-    if length == 0xFFFFFFFF:
-        state, n = _fragments(f, pos + header, size)
-        return _PixelElement(state, tag, fragments=n)
-    if length == 0:
-        return _PixelElement("missing", tag)
-    if pos + header + length > size:
-        return _PixelElement("truncated", tag)
-    return _PixelElement("ok", tag, length=length)
-
-
-def _fragments(f, pos: int, size: int) -> tuple[str, Optional[int]]:
-    """Walk the item headers of encapsulated (compressed) pixel data: a cut-off file shows
-    as an item running past the end or a missing sequence delimiter. Also counts the
-    fragments after the basic offset table (None when the walk could not finish)."""
-    items = 0
-    for _ in range(1 << 20):
-        f.seek(pos)
-        h = f.read(8)
-        if len(h) < 8:
-            return "truncated", None
-        group, elem, length = struct.unpack("<HHI", h)
-        if (group, elem) == (0xFFFE, 0xE0DD):
-            return "ok", max(0, items - 1)
-        if (group, elem) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
-            return "unknown", None  # not what the standard says: let the decoder judge
-        items += 1
-        pos += 8 + length
-        if pos > size:
-            return "truncated", None
-    return "unknown", None

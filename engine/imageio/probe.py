@@ -5,7 +5,7 @@ import os
 import stat
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 from ..errors import ImageReadError
 from ..jobs import check, report

@@ -271,14 +271,16 @@ def test_window_center_width_from_the_file(tmp_path):
 
 # --- hostile files -------------------------------------------------------------------------
 
-def _claiming_frames(path: Path, compressed: bool) -> Path:
+def _claiming_frames(path: Path, layout: str) -> Path:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
-    from pydicom.uid import ExplicitVRLittleEndian, RLELossless
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
+    compressed = layout == "rle"
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = RLELossless if compressed else ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = {"native": ExplicitVRLittleEndian, "rle": RLELossless,
+                              "deflated": DeflatedExplicitVRLittleEndian}[layout]
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
@@ -296,9 +298,9 @@ def _claiming_frames(path: Path, compressed: bool) -> Path:
     return path
 
 
-@pytest.mark.parametrize("compressed", [False, True])
-def test_two_billion_frames_refused_from_the_header(tmp_path, compressed):
-    p = _claiming_frames(tmp_path / "bomb.dcm", compressed)
+@pytest.mark.parametrize("layout", ["native", "rle", "deflated"])
+def test_two_billion_frames_refused_from_the_header(tmp_path, layout):
+    p = _claiming_frames(tmp_path / "bomb.dcm", layout)
     with pytest.raises(ImageReadError, match="2000000000 frames") as e:
         imageio.probe(p)
     assert "bomb.dcm" in str(e.value)
