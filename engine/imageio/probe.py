@@ -12,7 +12,7 @@ from ..jobs import check, report
 from .dicom_header import dicom_info
 from .dicom_series import SeriesCollector
 from .plain import probe_plain
-from .sniff import DICOM_SUFFIXES, IMAGE_SUFFIXES, natural_key, sniff
+from .sniff import DICOM_SUFFIXES, IMAGE_SUFFIXES, has_dicm_marker, natural_key, sniff
 from .source import Source
 from .tiff import probe_tiff
 
@@ -81,7 +81,13 @@ def _collect_folder(folder: Path, col: SeriesCollector, cancel=None) -> None:
             if kind != "dicom":
                 col.add_source(_probe_non_dicom(p, kind))
                 continue
-            info = dicom_info(p, strict=suffix in DICOM_SUFFIXES)
+            strict = suffix in DICOM_SUFFIXES
+            try:
+                info = dicom_info(p, strict=strict)
+            except ImageReadError:
+                if strict or has_dicm_marker(p):
+                    raise
+                continue  # only its first bytes looked like a dataset: not ours after all
             if info is not None:  # None: DICOMDIR, structured report, ...: no image
                 col.add_dicom(info)
 

@@ -82,6 +82,15 @@ def _raw_dataset_start(head: bytes) -> bool:
     return struct.unpack("<I", head[4:8])[0] < 0x1000
 
 
+def has_dicm_marker(path: Path) -> bool:
+    """DICOM Part 10 file: 'DICM' after the 128-byte preamble (a regular file, already sniffed)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
 def file_size(path: Path) -> int:
     try:
         return os.stat(path).st_size

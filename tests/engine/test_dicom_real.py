@@ -92,7 +92,9 @@ def test_preamble_less_dataset_without_dicom_suffix(tmp_path):
     p.write_bytes(raw[132:] if raw[128:132] == b"DICM" else raw)
     assert p.read_bytes()[128:132] != b"DICM"
     assert _one(p).modality == "CT"
-    assert imageio.probe(tmp_path)[0].kind == "image"  # found in a folder scan too
+    # a file whose first bytes merely look like a dataset is skipped in a folder scan
+    (tmp_path / "blob.bin").write_bytes(b"\x08\x00\x05\x00CS\x0a\x00" + bytes(range(256)) * 2)
+    assert [s.name for s in imageio.probe(tmp_path)] == ["IM0001"]  # found in a folder scan too
 
 
 # --- enhanced multi-frame: rescale per frame and from the shared groups ------------------
@@ -258,7 +260,8 @@ def test_window_center_width_from_the_file(tmp_path):
     _ct_series(tmp_path / "w", [0.0, 5.0], window=(40, 400))
     src = _one(tmp_path / "w")
     assert src.window == (40.0, 400.0)
-    assert Source.from_json(src.to_json()).window == (40.0, 400.0)
+    again = Source.from_json(src.to_json())
+    assert (again.window, again.unit) == ((40.0, 400.0), "HU")
     assert _one(CT_SMALL).window is None  # none in the file: none invented
     # enhanced: FrameVOILUTSequence in the shared functional groups
     assert _one(_data("eCT_Supplemental.dcm")).window == (49.0, 102.0)
