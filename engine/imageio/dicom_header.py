@@ -18,9 +18,7 @@ from ..errors import ImageReadError
 from .dicom_pixeldata import PIXEL_TAGS, PixelElement, pixel_element
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-# Never images: the user imports them as annotations (label volumes).
 _MAX_INFLATE = 1100          # > deflate's maximum compression ratio (1032:1)
-_ANNOTATION_MODALITIES = {"SEG": "DICOM-SEG", "RTSTRUCT": "RT structure set"}
 
 
 def pydicom_module():
@@ -107,14 +105,13 @@ def dicom_info(p: Path, strict: bool = True) -> Optional[DicomInfo]:
 
 
 def _refuse_annotations(ds, p: Path) -> None:
-    modality = str(ds.get("Modality", "") or "").upper()
-    if str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS:
-        modality = "SEG"
-    if modality in _ANNOTATION_MODALITIES:
+    """A DICOM-SEG is never an image: its frames are labels (shown black as pixels); the
+    user imports it as annotations. (RT structure sets have no pixels and are skipped.)"""
+    if str(ds.get("Modality", "") or "").upper() == "SEG" or \
+            str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS:
         raise ImageReadError(
-            f"this is a {_ANNOTATION_MODALITIES[modality]} (annotations, not an image): add the "
-            "scan it belongs to, then import this file with "
-            "`maskloop import PROJECT FILE --format volume`", p)
+            "this is a DICOM-SEG (annotations, not an image): add the scan it belongs to, "
+            "then import this file with `maskloop import PROJECT FILE --format volume`", p)
 
 
 def _check_frames_present(ds, pix: PixelElement, frames: int, rows: int, cols: int,
