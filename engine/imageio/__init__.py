@@ -2,7 +2,7 @@
 
 `probe(path)` describes what a file or folder holds as `Source`s, reading headers only.
 `read_slice(source, i)` decodes exactly one slice (one TIFF page, one DICOM file or frame).
-Raw values are kept (uint8/uint16/int16/float32, ...); DICOM is rescaled to HU. Display
+Raw values are kept (uint8/uint16/int16/float32, ...); DICOM is rescaled (HU for CT). Display
 goes through `to_uint8` (window/level or percentiles), which never changes the data.
 
 Every failure a user can cause raises ImageReadError naming the file (and slice): cv2,
@@ -10,6 +10,11 @@ tifffile and pydicom errors never escape, and truncated files are detected rathe
 padded with zeros.
 
 Nothing here imports Qt or torch; pydicom (slow to import) is imported on first use.
+
+Modules: source (Source), sniff (type from content), plain (PNG/JPEG/BMP), tiff, dicom_header
+and dicom_pixeldata (header facts, frame-count checks), dicom (one file), dicom_series
+(grouping, order), geometry_from (VoxelGeometry from headers), probe, read, display
+(window/level), describe (mm/µm text).
 """
 from .describe import describe_source, format_length, format_spacing
 from .display import WINDOW_PRESETS, auto_window, to_uint8
