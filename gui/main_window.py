@@ -314,7 +314,10 @@ class MainWindow(QtWidgets.QMainWindow):
         item = c.item
         ids = c.slice_items()
         where = f"  slice {ids.index(item_id) + 1}/{len(ids)}" if len(ids) > 1 else ""
-        self.item_label.setText(f"{item.name}  {item.width}×{item.height}{where}")
+        from engine.imageio import format_spacing
+        src = c.source  # voxel size in mm/µm when the file carried one
+        scale = f"  {format_spacing(src.geometry, src.n_slices)}" if src is not None and src.geometry else ""
+        self.item_label.setText(f"{item.name}  {item.width}×{item.height}{where}{scale}")
         self._update_enabled()
         self._on_dirty(c.dirty)
 

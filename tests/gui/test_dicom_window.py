@@ -41,6 +41,7 @@ def test_ct_opens_with_the_files_window(qtbot, tmp_path):
         text = panel.info.text()
         assert "HU" in text and "file window 40 / 400" in text
         assert "pixel 0.661 mm, slices 5 mm apart" in text
+        assert "pixel 0.661 mm, slices 5 mm apart" in win.item_label.text()  # status bar
         # the display is the 40/400 window: -160 HU and below black, 240 HU and above white
         img, disp = ctl.image, ctl.display_image()
         assert np.all(disp[img <= -160] == 0) and np.all(disp[img >= 240] == 255)
