@@ -26,7 +26,7 @@ LEVELS = ("instance", "object", "item", "stack")
 # (output name, regionprops property, power of length in its unit; None: derived here)
 SHAPE_2D = (
     ("area", "area", 2),
-    ("perimeter", "perimeter", 1),
+    ("perimeter", "perimeter_crofton", 1),  # Crofton: within 1 % on digitised disks (chain code: +5 %)
     ("equivalent_diameter", "equivalent_diameter_area", 1),
     ("major_axis_length", "axis_major_length", 1),
     ("minor_axis_length", "axis_minor_length", 1),
@@ -158,7 +158,7 @@ def measure_instances(instances, image: np.ndarray, spacing=(1.0, 1.0), units: O
     props += [p for _n, p in INTENSITY]
     isotropic = dy == dx
     if not isotropic:  # skimage's perimeter needs square pixels
-        props.remove("perimeter")
+        props.remove("perimeter_crofton")
     t = regionprops_table(labels, values, properties=props, spacing=(dy, dx))
     u, iu = units.length, units.intensity
     rows = []

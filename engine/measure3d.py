@@ -80,10 +80,21 @@ def assemble(pieces: list[Piece]) -> tuple[np.ndarray, np.ndarray, tuple[int, in
     return vol, val, (z0, y0, x0)
 
 
+SMOOTH_SIGMA = 0.8  # voxels
+
+
 def surface_area(vol: np.ndarray, spacing) -> float:
-    """Area of the marching-cubes surface at level 0.5 (the volume padded so it closes)."""
-    padded = np.pad(vol, 1).astype(np.float32)
-    verts, faces, _n, _v = marching_cubes(padded, level=0.5, spacing=tuple(float(s) for s in spacing))
+    """Area of the marching-cubes surface at level 0.5 of the mask, lightly smoothed.
+
+    On the raw binary mask marching cubes keeps the voxel staircase: a voxelised sphere reads
+    9 % too large (19 % with 4:1 slices). A Gaussian of 0.8 voxel first brings resolved
+    spheres within 4 % (tests); an object too small to survive it is measured unsmoothed.
+    """
+    from scipy.ndimage import gaussian_filter
+    padded = np.pad(vol, 3).astype(np.float32)
+    smooth = gaussian_filter(padded, SMOOTH_SIGMA)
+    field = smooth if smooth.max() > 0.5 else padded
+    verts, faces, _n, _v = marching_cubes(field, level=0.5, spacing=tuple(float(s) for s in spacing))
     return float(mesh_surface_area(verts, faces))
 
 

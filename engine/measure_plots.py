@@ -86,7 +86,11 @@ def gradation(fig, table: Table, colors: Colors = None) -> None:
         ax.step(d, 100 * np.cumsum(w) / w.sum(), where="post", color=c, label=f"{label} by {word}")
         ax.step(d, 100 * np.arange(1, d.size + 1) / d.size, where="post", color=c, linestyle="--",
                 label=f"{label} by count")
+    from matplotlib.ticker import ScalarFormatter
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize="x-small")
     ax.set_ylim(0, 100)
     ax.set_xlabel(f"equivalent diameter [{_unit(dcol)}]")
     ax.set_ylabel("percent finer [%]")
@@ -115,6 +119,7 @@ def fractions(fig, summary: Table, colors: Colors = None) -> None:
                 v[groups.index(r[group])] = 100 * r[key]
         ax.bar(x, v, bottom=bottom, color=_color(colors, label, k), label=label)
         bottom += v
+    ax.set_ylim(0, max(1.0, float(bottom.max()) * 1.25))  # room for the legend
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=60 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center",
                        fontsize="small")
