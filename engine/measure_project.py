@@ -160,3 +160,19 @@ def _labels_present(labels: list[str], instances) -> list[str]:
     """Every project label, so an item without rock still reports a rock fraction of 0."""
     extra = [i.label for i in instances if i.label not in labels]
     return list(labels) + list(dict.fromkeys(extra))
+
+
+def measure_item(project, item_id: str, ann, image, unit: Optional[str] = None) -> Table:
+    """The instance table of one item as it is in memory (unsaved edits included), with its
+    per-label summary as the companion: what the GUI shows for the current item."""
+    it = project.item(item_id)
+    units, scales, notes = choose_units(project, [it.source], unit)
+    spacing2d = units.spacing2d(scales[it.source])
+    meta = _meta(project, it)
+    rows = measure_instances(ann.instances, image, spacing2d, units, meta)
+    table = Table("instance", instance_columns(units), rows, units, notes)
+    summary = summarise(rows, union_areas(ann.instances, ann.shape), ann.height * ann.width,
+                        spacing2d[0] * spacing2d[1], units, "item", meta,
+                        _labels_present(project.labels.names(), ann.instances))
+    table.companion = Table("item", summary_columns(units, "item"), summary, units, notes, table)
+    return table
