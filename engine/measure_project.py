@@ -60,6 +60,9 @@ def choose_units(project, source_indices, unit: Optional[str] = None, need_slice
     if unit == PIXELS:
         return Units(PIXELS, intensity), scales, ["measured in pixels (as asked)"]
     known = [k for k, s in scales.items() if s.known]
+    if not known and unit is not None:
+        raise UnitError(f"lengths in {unit} were asked for, but these images have no scale: {SCALE_HINT}",
+                        project.manifest_path, "--unit")
     if not known:
         notes.append(f"no physical scale for these images: measurements are in pixels ({SCALE_HINT})")
         return Units(PIXELS, intensity), scales, notes

@@ -350,6 +350,8 @@ def test_missing_image_names_the_item_and_writes_nothing(tmp_path, capsys):
 
 def test_mixed_scales_and_unknown_items_are_errors(tmp_path):
     p = _two_image_project(tmp_path)
+    with pytest.raises(UnitError, match="no scale"):  # a unit without any scale is not silently px
+        measure_project(p, unit="um")
     set_scale(p, "1um", source="im0")
     with pytest.raises(UnitError, match="im1"):
         measure_project(p)

@@ -71,6 +71,19 @@ def test_row_click_selects_and_centres(qtbot, mwin):
     assert centred == [(202.0, 32.0)]
 
 
+def test_row_click_centres_the_real_view(qtbot, mwin):
+    panel = mwin.measurements_panel
+    _wait_rows(qtbot, panel, 4)
+    view = mwin.canvas
+    view.set_zoom(6.0)
+    view.centerOn(10, 10)
+    row = next(r for r in range(panel.table.rowCount()) if panel.row_data(r)["instance"] == "C")
+    panel.table.selectRow(row)
+    centre = view.mapToScene(view.viewport().rect().center())
+    assert mwin.controller.selection == ["C"]
+    assert abs(centre.x() - 150.5) < 2 and abs(centre.y() - 150.5) < 2
+
+
 def test_row_of_another_item_opens_it(qtbot, mwin, stack_project):
     panel = mwin.measurements_panel
     c = mwin.controller
