@@ -110,10 +110,17 @@ def _from_setting(d, origin: str) -> Optional[Scale]:
 
 
 def _from_geometry(geometry) -> Optional[Scale]:
-    if geometry is None or "spacing" not in geometry.known:
+    """What the data carried: `known` holds "spacing" (all three), or "pixel_spacing" and/or
+    "slice_spacing" when the file had only one of them (a DICOM without positions, a TIFF)."""
+    if geometry is None:
         return None
+    known = set(geometry.known)
     dz, dy, dx = geometry.spacing
-    return Scale((dy, dx), dz, "data")
+    pixel = (dy, dx) if known & {"spacing", "pixel_spacing"} else None
+    slice_ = dz if known & {"spacing", "slice_spacing"} else None
+    if pixel is None and slice_ is None:
+        return None
+    return Scale(pixel, slice_, "data")
 
 
 def source_key(project, source) -> str:
@@ -122,22 +129,19 @@ def source_key(project, source) -> str:
 
 
 def scale_of(project, source_index: int) -> Scale:
-    """The scale a source is measured at (the rule of the module docstring)."""
+    """The scale a source is measured at (the rule of the module docstring): the pixel size
+    and the slice spacing each come from the first of source setting, data, project setting
+    that has them."""
     src = project.sources[source_index]
     settings = project.settings or {}
     per_source = (settings.get("source_scales") or {}).get(source_key(project, src))
-    data = _from_geometry(getattr(src, "geometry", None))
-    user_src = _from_setting(per_source, "source setting")
-    user_proj = _from_setting(settings.get("scale"), "project setting")
-    best = user_src or data or user_proj
-    if best is None:
+    order = [s for s in (_from_setting(per_source, "source setting"), _from_geometry(getattr(src, "geometry", None)),
+                         _from_setting(settings.get("scale"), "project setting")) if s is not None]
+    pixel = next((s for s in order if s.pixel_mm is not None), None)
+    if pixel is None:
         return Scale()
-    if best.slice_mm is None:  # a slice spacing may come from a later rule
-        for other in (data, user_proj):
-            if other is not None and other is not best and other.slice_mm is not None:
-                best = Scale(best.pixel_mm, other.slice_mm, best.origin, best.unit)
-                break
-    return best
+    slice_mm = next((s.slice_mm for s in order if s.slice_mm is not None), None)
+    return Scale(pixel.pixel_mm, slice_mm, pixel.origin, pixel.unit)
 
 
 def find_source(project, text: str) -> int:

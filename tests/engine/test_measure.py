@@ -290,6 +290,20 @@ def test_scale_precedence_source_over_data_over_project(tmp_path):
     assert scale_of(p2, 0).origin == "project setting"
 
 
+def test_scale_from_partial_geometry(tmp_path):
+    """imageio marks what a file really carried: pixel spacing only, or slice spacing only."""
+    p = _two_image_project(tmp_path)
+    src = p.sources[0]
+    p.sources[0] = dataclasses.replace(src, geometry=VoxelGeometry((1.0, 0.2, 0.2), known=("pixel_spacing",)))
+    s = scale_of(p, 0)
+    assert s.pixel_mm == (0.2, 0.2) and s.slice_mm is None and s.origin == "data"
+    p.sources[0] = dataclasses.replace(src, geometry=VoxelGeometry((0.7, 1.0, 1.0), known=("slice_spacing",)))
+    assert not scale_of(p, 0).known  # a slice spacing alone gives no pixel size
+    set_scale(p, "0.1mm")
+    s = scale_of(p, 0)
+    assert s.pixel_mm == (0.1, 0.1) and s.slice_mm == 0.7 and s.origin == "project setting"
+
+
 def test_item_summary_counts_fractions_and_sizes(tmp_path):
     p = _two_image_project(tmp_path)
     set_scale(p, "0.5mm")
