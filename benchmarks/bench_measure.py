@@ -14,8 +14,9 @@
              properties) and the same surface function on each region's image.
 
 Both sides get the same instances and images, in the same process, one after the other;
-wall time is the median of --repeat runs, memory the tracemalloc peak of one more run
-(numpy's buffers are traced). Building the synthetic data is not timed.
+the two sides alternate (A B A B) for --repeat rounds; wall and CPU time are medians (on a
+shared machine CPU time is the steadier figure), memory is the tracemalloc peak of one more
+run (numpy's buffers are traced). Building the synthetic data is not timed.
 
     python benchmarks/bench_measure.py                     # small: 10 x 200, 40 slices x 200 objects
     python benchmarks/bench_measure.py --items 100 --instances 200 --size 1024 \\
@@ -127,17 +128,26 @@ def baseline_3d(stack):
     return n
 
 
-def timed(fn, data, repeat):
-    times, n = [], 0
+def compare(sides, data, repeat, what):
+    """Run the sides in turn (A B A B ...: load from other processes hits both alike), then one
+    tracemalloc run each. Prints wall and CPU time (medians) and the traced peak."""
+    wall = {name: [] for name, _ in sides}
+    cpu = {name: [] for name, _ in sides}
+    rows = {}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        n = fn(data)
-        times.append(time.perf_counter() - t0)
-    tracemalloc.start()
-    fn(data)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return statistics.median(times), peak, n
+        for name, fn in sides:
+            t0, c0 = time.perf_counter(), time.process_time()
+            rows[name] = fn(data)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    for name, fn in sides:
+        tracemalloc.start()
+        fn(data)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        w, c = statistics.median(wall[name]), statistics.median(cpu[name])
+        print(f"  {name:30s} wall {w:7.2f} s  CPU {c:7.2f} s  {rows[name] / c:7.0f} {what}/CPU-s  "
+              f"peak {peak / 2**20:7.1f} MiB  ({rows[name]} rows)", flush=True)
 
 
 def main(argv=None):
@@ -158,19 +168,17 @@ def main(argv=None):
 
 def run_2d(a):
     items = make_items(a.items, a.instances, a.size)
-    print(f"2-D: {a.items} items x {a.instances} instances, {a.size}x{a.size} px")
-    for name, fn in (("MaskLoop (crops, packed)", maskloop_2d), ("baseline (full label maps)", baseline_2d)):
-        t, peak, n = timed(fn, items, a.repeat)
-        print(f"  {name:30s} {t:7.2f} s  {n / t:8.0f} instances/s  peak {peak / 2**20:7.1f} MiB  ({n} rows)")
+    print(f"2-D: {a.items} items x {a.instances} instances, {a.size}x{a.size} px", flush=True)
+    compare((("MaskLoop (crops, packed)", maskloop_2d), ("baseline (full label maps)", baseline_2d)),
+            items, a.repeat, "instances")
 
 
 def run_3d(a):
     stack = make_stack(a.slices, a.objects, a.stack_size)
     n_inst = sum(len(x.instances) for x in stack[0])
-    print(f"3-D: {a.slices} slices of {a.stack_size}x{a.stack_size}, {a.objects} objects ({n_inst} instances)")
-    for name, fn in (("MaskLoop (object crops)", maskloop_3d), ("baseline (full label volume)", baseline_3d)):
-        t, peak, n = timed(fn, stack, a.repeat)
-        print(f"  {name:30s} {t:7.2f} s  {n / t:8.0f} objects/s    peak {peak / 2**20:7.1f} MiB  ({n} rows)")
+    print(f"3-D: {a.slices} slices of {a.stack_size}x{a.stack_size}, {a.objects} objects ({n_inst} instances)", flush=True)
+    compare((("MaskLoop (object crops)", maskloop_3d), ("baseline (full label volume)", baseline_3d)),
+            stack, a.repeat, "objects")
 
 
 if __name__ == "__main__":
