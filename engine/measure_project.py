@@ -79,8 +79,12 @@ def choose_units(project, source_indices, unit: Optional[str] = None, need_slice
     if unit is None:
         preferred = [scales[k].unit for k in known if scales[k].unit]
         unit = preferred[0] if preferred else auto_unit(v for k in known for v in scales[k].pixel_mm)
+    by_origin: dict[str, list] = {}
     for k in known:
-        notes.append(f"{name(k)}: scale from {scales[k].origin}")
+        by_origin.setdefault(scales[k].origin, []).append(name(k))
+    for origin, names in by_origin.items():
+        who = ", ".join(names) if len(names) <= 3 else f"{len(names)} images"
+        notes.append(f"scale from {origin}: {who}")
     return Units(unit, intensity), scales, notes
 
 

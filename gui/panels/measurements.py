@@ -21,7 +21,7 @@ from ..tasks import run_with_progress
 
 SCOPES = (("Current item", None), ("Project: instances", "instance"), ("Project: 3-D objects", "object"),
           ("Project: items × labels", "item"), ("Project: stacks × labels", "stack"))
-HIDDEN = {"instance", "object", "image"}  # long ids: kept in the CSV, not shown
+HIDDEN = {"instance", "object"}  # long ids: kept in the CSV, not shown
 PLOT_TITLES = {"size_distribution": "Size distribution", "gradation": "Gradation curve",
                "fractions": "Area / volume fraction per label"}
 
@@ -78,9 +78,10 @@ class MeasurementsPanel(QtWidgets.QWidget):
         self.export_button.clicked.connect(self.export_dialog)
         self.plots_button.clicked.connect(self.save_plots_dialog)
         self.table.itemSelectionChanged.connect(self._on_row)
-        for sig in (controller.instancesChanged, controller.currentItemChanged, controller.labelsChanged,
-                    controller.projectOpened, controller.projectClosed):
+        for sig in (controller.instancesChanged, controller.currentItemChanged, controller.labelsChanged):
             sig.connect(self.schedule_refresh)
+        controller.projectOpened.connect(self._on_scope)  # another project: drop its table
+        controller.projectClosed.connect(self._on_scope)
         self._on_scope()
 
     def _make_table(self) -> QtWidgets.QTableWidget:
