@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
