@@ -12,6 +12,7 @@ import sys
 from ..errors import MaskLoopError
 
 SUBCOMMANDS = ("new", "add", "import", "export", "info", "segment", "train", "evaluate", "demo")
+SUBCOMMANDS += ("measure", "scale")  # engine/cli/measure_cmds.py
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         model_cmds = None
     if model_cmds is not None:
         model_cmds.register(sub)
+    from . import measure_cmds
+    measure_cmds.register(sub)
     return parser
 
 
