@@ -316,6 +316,9 @@ def stack_volume(project, s: int, kind: str = "instance", only_reviewed: bool = 
             inst.paste_into(data[it.slice], v)
             if kind == "instance":
                 names[v] = inst.label
+    if kind == "class":   # name only the classes present (Slicer lists every named segment)
+        present = {v for row in vals for v, _ in row}
+        names = {v: n for v, n in names.items() if v in present}
     return LabelVolume(data, src.geometry, names, {})
 
 
