@@ -226,19 +226,28 @@ class NewImages:
 
 def merge_instances(ann: ItemAnnotation, new: Sequence[Instance], skipped: Counter) -> int:
     """Append `new` to `ann` (in place): same id replaces, same label + same pixels is skipped.
-    Returns the number of instances added or replaced."""
+    Returns the number of instances added or replaced. Indexed by id and (label, bbox), so
+    a slice with hundreds of instances is not compared pair by pair."""
+    pos_of = {o.id: k for k, o in enumerate(ann.instances)}
+    by_box: dict = {}
+    for o in ann.instances:
+        by_box.setdefault((o.label, o.bbox), []).append(o)
     n = 0
     for inst in new:
-        pos = next((k for k, o in enumerate(ann.instances) if o.id == inst.id), None)
+        pos = pos_of.get(inst.id)
         if pos is not None:
+            old = ann.instances[pos]
+            by_box[(old.label, old.bbox)].remove(old)
             ann.instances[pos] = inst
+            by_box.setdefault((inst.label, inst.bbox), []).append(inst)
             n += 1
             continue
-        if any(o.label == inst.label and o.bbox == inst.bbox and np.array_equal(o.mask, inst.mask)
-               for o in ann.instances):
+        if any(np.array_equal(o.mask, inst.mask) for o in by_box.get((inst.label, inst.bbox), ())):
             skipped["duplicate (already in the project)"] += 1
             continue
+        pos_of[inst.id] = len(ann.instances)
         ann.instances.append(inst)
+        by_box.setdefault((inst.label, inst.bbox), []).append(inst)
         n += 1
     return n
 
