@@ -49,7 +49,9 @@ def _tiff_project(tmp_path, labels=()) -> Project:
     img = (np.arange(np.prod(SHAPE)) % 1000).astype(np.uint16).reshape(SHAPE)
     p = tmp_path / "data" / "scan.tif"
     p.parent.mkdir(parents=True, exist_ok=True)
-    tifffile.imwrite(p, img, photometric="minisblack")
+    # an ImageJ stack with the voxel size the test volumes carry (and no origin/direction)
+    tifffile.imwrite(p, img, imagej=True, resolution=(1 / SPACING[2], 1 / SPACING[1]),
+                     metadata={"spacing": SPACING[0], "unit": "mm", "axes": "ZYX"})
     proj = Project.create(tmp_path / "proj", list(labels))
     proj.add([p])
     return proj
@@ -197,7 +199,8 @@ def test_multipage_label_tiff_for_a_stack_imports(tmp_path):
     lab = np.zeros((3, 16, 16), np.uint16)
     lab[0, 2:5, 2:5] = 1
     lab[2, 8:12, 8:12] = 2
-    tifffile.imwrite(tmp_path / "cells_masks.tif", lab)   # default: planar samples
+    # tifffile's default layout for this shape, spelled out (it warns that the default will change)
+    tifffile.imwrite(tmp_path / "cells_masks.tif", lab, photometric="rgb", planarconfig="separate")
     labelmap.import_labelmap(proj, tmp_path / "cells_masks.tif")
     anns = [proj.load_annotation(it.id) for it in proj.items]
     assert [len(a.instances) for a in anns] == [1, 0, 1]
@@ -287,6 +290,31 @@ def test_dicom_seg_export_of_a_tiff_stack_says_why_not(tmp_path):
     with pytest.raises(FormatError, match="needs a DICOM series.*nrrd, nifti or tiff"):
         export_volumes(proj, tmp_path / "o", volume_format="dicom-seg")
     assert not (tmp_path / "o").exists()
+
+
+def test_nrrd_in_ras_space_and_bad_volumes(tmp_path):
+    """Slicer may write RAS; the geometry converts to LPS. Bad files: clear errors, no change."""
+    proj = _tiff_project(tmp_path)
+    vol = _instance_volume()
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ _lps_affine()
+    nrrd.write(str(tmp_path / "r.nrrd"), vol, {"space": "right-anterior-superior",
+                                               "space directions": ras[:3, :3].T, "space origin": ras[:3, 3]},
+               index_order="C")
+    import_volume(proj, tmp_path / "r.nrrd")
+    export_volumes(Project.open(proj.root), tmp_path / "o.nrrd")
+    _, h = nrrd.read(str(tmp_path / "o.nrrd"))
+    assert np.allclose(h["space directions"], _lps_affine()[:3, :3].T) and np.allclose(h["space origin"], ORIGIN)
+    before = _snapshot(proj.root)
+    frac = vol.astype(np.float32) + 0.5
+    nib.save(nib.Nifti1Image(frac.transpose(2, 1, 0).copy(), ras), str(tmp_path / "f.nii"))
+    with pytest.raises(FormatError, match="f.nii.*non-integer"):
+        import_volume(Project.open(proj.root), tmp_path / "f.nii")
+    (tmp_path / "bad.nrrd").write_bytes(b"NRRD0004\ntype: nonsense\n\n")
+    with pytest.raises(FormatError, match="bad.nrrd"):
+        import_volume(Project.open(proj.root), tmp_path / "bad.nrrd")
+    with pytest.raises(FormatError, match="not a DICOM Segmentation"):
+        import_volume(Project.open(proj.root), get_testdata_file("CT_small.dcm"))
+    assert _snapshot(proj.root) == before
 
 
 # --- objects and the command line ---------------------------------------------------------------
