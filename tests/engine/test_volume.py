@@ -356,8 +356,8 @@ def test_cli_import_export_link(tmp_path, capsys):
 
 def test_components_fall_back_to_32_bits_beyond_65535():
     from engine.formats.volume_project import _components
-    m = np.zeros((2, 400, 400), bool)
-    m[:, ::2, ::2] = True                  # 80,000 isolated voxels
+    m = np.zeros((3, 400, 400), bool)
+    m[::2, ::2, ::2] = True                # 80,000 isolated voxels
     cc = _components(m)
     assert cc.max() == 80000 and cc.dtype.itemsize == 4
     few = _components(m[:, :20, :20])
