@@ -58,6 +58,11 @@ def suffix_of(fmt: str) -> str:
     return FORMATS[fmt][1]
 
 
+def file_suffixes(fmt: str) -> tuple:
+    """The suffixes that name a file of this format (an export OUT ending so is a file)."""
+    return tuple(suf for suf, f in _SUFFIXES.items() if f == fmt and suf != ".nhdr")
+
+
 def detect(path) -> str:
     """The volume format of a file, by suffix, then by content (DICOM has no fixed suffix)."""
     path = Path(path)

@@ -33,7 +33,7 @@ from ..errors import FormatError, LabelError, ProjectError
 from ..jobs import check, report
 from ..objects import find_stack, stack_items, stack_sources
 from . import ExportReport, ImportReport, apply_import
-from .volume import (FORMATS, KINDS, LabelVolume, align, describe, module, read_volume, smallest_uint,
+from .volume import (KINDS, LabelVolume, align, describe, file_suffixes, module, read_volume, smallest_uint,
                      suffix_of)
 
 SETTINGS_KEY = "volume_label_values"
@@ -357,7 +357,7 @@ def export_volumes(project, out, *, volume_format: str = "nrrd", kind: str = "in
                            "(use --format labelmap for 2-D images)", project.manifest_path)
     out = Path(out)
     suffix = suffix_of(volume_format)
-    as_file = out.name.lower().endswith(suffix) or (volume_format == "nifti" and out.name.lower().endswith(".nii"))
+    as_file = any(out.name.lower().endswith(suf) for suf in file_suffixes(volume_format))
     if as_file and len(sources) > 1:
         raise FormatError(f"the project has {len(sources)} stacks: give a folder, or one --stack", out)
     from ..project import safe_stem

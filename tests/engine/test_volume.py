@@ -345,6 +345,9 @@ def test_cli_import_export_link(tmp_path, capsys):
                 "--volume-format", "nifti"]) == 0
     back = nib.load(str(tmp_path / "vols" / "scan.nii.gz"))
     assert np.array_equal(np.asanyarray(back.dataobj).transpose(2, 1, 0), _class_volume())
+    assert run(["export", str(proj.root), str(tmp_path / "one.tiff"), "--format", "volume",
+                "--volume-format", "tiff"]) == 0
+    assert tifffile.imread(tmp_path / "one.tiff").shape == SHAPE
     assert run(["export", str(proj.root), str(tmp_path / "maps"), "--format", "labelmap"]) == 0
     assert len(list((tmp_path / "maps").glob("*_masks.tif"))) == 6
     # usage errors: an option of another format
