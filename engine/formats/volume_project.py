@@ -109,12 +109,18 @@ def match_stack(project, vol: LabelVolume, path, stack: Optional[str] = None):
 
 
 def present_values(data: np.ndarray) -> np.ndarray:
-    """The distinct values > 0, ascending."""
+    """The distinct values > 0, ascending. Slice by slice: np.bincount of a whole
+    512x512x300 volume would first copy it to int64 (600 MB)."""
     if not data.size:
         return np.zeros(0, dtype=np.int64)
-    mx = int(data.max())
-    vals = np.flatnonzero(np.bincount(data.ravel())) if mx <= 1 << 24 else np.unique(data)
-    return vals[vals > 0]
+    if data.dtype.itemsize <= 2:
+        counts = np.zeros(int(np.iinfo(data.dtype).max) + 1, np.int64)
+        for plane in data:
+            counts += np.bincount(plane.ravel(), minlength=counts.size)
+        vals = np.flatnonzero(counts)
+    else:
+        vals = np.unique(np.concatenate([np.unique(plane) for plane in data]))
+    return vals[vals > 0].astype(np.int64)
 
 
 def _compact(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
