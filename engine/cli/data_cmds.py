@@ -189,7 +189,7 @@ def cmd_import(args) -> int:
     rep = registry.run_import(args.format, proj, src, progress=TerminalProgress("importing"), **options)
     line = rep.summary()
     if getattr(rep, "objects", None) is not None:
-        line += f"; {rep.objects} 3-D object(s)"
+        line += f"; the volume holds {rep.objects} 3-D object(s)"
     print(line)
     return 0
 

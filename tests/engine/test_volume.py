@@ -338,7 +338,7 @@ def test_cli_import_export_link(tmp_path, capsys):
     _write_nrrd(tmp_path / "c.nrrd", _class_volume())
     assert run(["import", str(proj.root), str(tmp_path / "c.nrrd"), "--format", "volume", "--kind", "class",
                 "--labels", "1=liver,3=spine"]) == 0
-    assert "3 3-D object(s)" in capsys.readouterr().out
+    assert "holds 3 3-D object(s)" in capsys.readouterr().out
     assert run(["link", str(proj.root), "--min-iou", "0.3"]) == 0
     assert "into 3 object(s)" in capsys.readouterr().out
     assert run(["export", str(proj.root), str(tmp_path / "vols"), "--format", "volume", "--kind", "class",
@@ -365,3 +365,18 @@ def test_components_fall_back_to_32_bits_beyond_65535():
     assert cc.max() == 80000 and cc.dtype.itemsize == 4
     few = _components(m[:, :20, :20])
     assert few.dtype == np.uint16 and few.max() == 200
+
+
+def test_registry_is_the_one_table_of_formats(tmp_path):
+    from engine.formats import registry
+    assert set(registry.import_formats()) >= {"coco", "labelme", "labelmap", "volume"}
+    assert set(registry.export_formats()) >= {"coco", "labelme", "labelmap", "volume"}
+    assert registry.formats_with("kind", "import") == ("volume",)
+    proj = _tiff_project(tmp_path)
+    _write_nrrd(tmp_path / "a.nrrd", _instance_volume())
+    with pytest.raises(FormatError, match="polygons applies to --format coco only"):
+        registry.run_export("volume", proj, tmp_path / "o", polygons=True)
+    rep = registry.run_import("volume", proj, tmp_path / "a.nrrd", kind="instance", label="rock", stack=None)
+    assert rep.objects == 5 and Project.open(proj.root).labels.names() == ["rock"]
+    rep = registry.run_export("volume", Project.open(proj.root), tmp_path / "o", volume_format="nifti")
+    assert [p.name for p in rep.files] == ["scan.nii.gz"]
