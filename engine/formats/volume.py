@@ -166,7 +166,7 @@ def align(vol: LabelVolume, stack_shape: tuple, stack_geom: Optional[VoxelGeomet
     data, geom = vol.data, vol.geometry
 
     def mismatch(what: str) -> FormatError:
-        return FormatError(f"{what}: the volume is {describe(data.shape, geom)}, stack {stack_name} is "
+        return FormatError(f"{what}: the volume is {describe(data.shape, geom)}, stack '{stack_name}' is "
                            f"{describe(stack_shape, stack_geom)}", path, "geometry")
 
     both_dir = (geom is not None and stack_geom is not None

@@ -22,7 +22,6 @@ instances overlap on a slice, the later one wins.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -45,6 +44,11 @@ DEFAULT_LABEL = "object"
 def _stack_name(project, s: int) -> str:
     src = project.sources[s]
     return src.name or Path(src.path).name
+
+
+def _describe_stack(project, s: int) -> str:
+    src = project.sources[s]
+    return describe((src.n_slices, src.height, src.width), src.geometry)
 
 
 def _series_uids(project, s: int) -> Optional[list[str]]:
@@ -100,8 +104,7 @@ def match_stack(project, vol: LabelVolume, path, stack: Optional[str] = None):
     if not fits:
         if len(errors) == 1:
             raise errors[0]
-        stacks = "; ".join(f"{_stack_name(project, s)} {describe((project.sources[s].n_slices, project.sources[s].height, project.sources[s].width), project.sources[s].geometry)}"
-                           for s in cands)
+        stacks = "; ".join(f"{_stack_name(project, s)} {_describe_stack(project, s)}" for s in cands)
         raise FormatError(f"the volume ({describe(vol.data.shape, vol.geometry)}) fits no stack of the project "
                           f"({stacks})", path, "geometry")
     raise FormatError(f"the volume fits {len(fits)} stacks ({', '.join(_stack_name(project, f[0]) for f in fits)}); "
