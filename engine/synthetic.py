@@ -379,9 +379,9 @@ def ct_volume(n_slices: int = 24, size: Size = 256, seed: int = 0, *,
     mean_r = sum(rock_radius_mm) / 2
     if n_rocks is None:
         n_rocks = max(1, int(0.3 * vol_mm3 / (4.19 * mean_r ** 3)))
-    wanted = [("rock", n_rocks, rock_radius_mm)] + ([("pore", max(1, n_rocks // 6),
-                                                      (rock_radius_mm[0] * 0.5, rock_radius_mm[1] * 0.5))]
-                                                     if pores else [])
+    # pores first (few, small): placed after the rocks they would rarely find room
+    wanted = ([("pore", max(3, n_rocks // 6), (rock_radius_mm[0] * 0.5, rock_radius_mm[1] * 0.5))]
+              if pores else []) + [("rock", n_rocks, rock_radius_mm)]
     density: dict = {}
     for label, n, (r_lo, r_hi) in wanted:
         placed = attempts = 0
