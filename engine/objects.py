@@ -318,6 +318,20 @@ def link_project(project, stack: Optional[str] = None, min_iou: float = DEFAULT_
     sources = [find_stack(project, stack)] if stack is not None else stack_sources(project)
     if not sources:
         raise ProjectError("the project has no stack or series to link", project.manifest_path)
+    return _link_sources(project, sources, min_iou, progress, cancel)
+
+
+def link_after_segment(project, item_ids: Iterable[str], min_iou: float = DEFAULT_MIN_IOU, *,
+                       progress=None, cancel=None) -> dict:
+    """Link the stacks that hold any of `item_ids` (the items just segmented); {} when
+    none is a slice of a stack."""
+    wanted = set(item_ids)
+    sources = sorted({it.source for it in project.items
+                      if it.id in wanted and project.sources[it.source].n_slices > 1})
+    return _link_sources(project, sources, min_iou, progress, cancel) if sources else {}
+
+
+def _link_sources(project, sources: list, min_iou: float, progress, cancel) -> dict:
     totals = Counter()
     for s in sources:
         items = stack_items(project, s)

@@ -151,3 +151,25 @@ def test_hand_edits_link_unlink_split():
     assert ids.count(oid) == len(ids) - 1
     with pytest.raises(Exception, match="split must fall inside"):
         objects.split_object(linked, oid, 0)
+
+
+def test_link_after_segment_links_only_the_stacks_segmented(tmp_path):
+    import tifffile
+    from engine.project import Project
+    data = tmp_path / "d"
+    data.mkdir()
+    tifffile.imwrite(data / "stack.tif", np.zeros((3, 20, 20), np.uint16), photometric="minisblack")
+    tifffile.imwrite(data / "plain.tif", np.zeros((20, 20), np.uint16), photometric="minisblack")
+    proj = Project.create(tmp_path / "p", ["rock"])
+    proj.add([data / "stack.tif", data / "plain.tif"])
+    stack = objects.stack_items(proj, objects.find_stack(proj))
+    plain = next(it for it in proj.items if it.source != stack[0].source)
+    for it in stack + [plain]:
+        proj.save_annotation(ItemAnnotation(it.id, 20, 20, [Instance(np.ones((5, 5), bool), 4, 4, "rock")],
+                                            "predicted"))
+    assert objects.link_after_segment(proj, [plain.id]) == {}
+    res = objects.link_after_segment(proj, [stack[1].id])
+    assert res["objects"] == 1 and res["stacks"] == 1
+    ids = {proj.load_annotation(it.id).instances[0].object_id for it in stack}
+    assert len(ids) == 1 and None not in ids
+    assert proj.load_annotation(plain.id).instances[0].object_id is None
