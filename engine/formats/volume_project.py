@@ -315,7 +315,7 @@ def stack_volume(project, s: int, kind: str = "instance", only_reviewed: bool = 
             return value_of[inst.label]
     else:
         ids = [i.object_id for a in anns for i in a.instances if i.object_id]
-        fixed = {o for o in set(ids) if o.isdigit() and 0 < int(o) < 2 ** 32}
+        fixed = {o for o in set(ids) if o.isdigit() and o == str(int(o)) and 0 < int(o) < 2 ** 32}
         value_of = {o: int(o) for o in fixed}
         nxt = max(value_of.values(), default=0) + 1
         for o in dict.fromkeys(ids):            # first-slice order
