@@ -4,6 +4,8 @@
                --copy-images; import of RLE (compressed / uncompressed) and polygons
 - labelme.py   labelme JSON; also the shape <-> Instance conversion of the project's own files
 - labelmap.py  integer label images (Cellpose, StarDist, ImageJ): each value > 0 = one instance
+- volume*.py   label volumes per stack (NRRD, NIfTI, TIFF, DICOM-SEG) as linked 3-D objects
+- registry.py  the one table: format name -> importer / exporter and the options each takes
 
 Rules shared by every importer (this module holds the common machinery):
 
@@ -37,8 +39,9 @@ from ..annotations import Instance, ItemAnnotation
 from ..errors import FormatError, ImageReadError, MaskLoopError, ProjectError
 from ..jobs import check, report
 
+# the full list, with options, is registry.FORMATS; these name the 2-D interchange formats
 FORMATS = ("coco", "labelme", "labelmap")
-EXPORT_FORMATS = ("coco", "labelme")
+EXPORT_FORMATS = ("coco", "labelme", "labelmap")
 #: file extensions an importer may add to a project as plain 2-D images
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 
