@@ -188,6 +188,20 @@ def test_tiff_round_trip(tmp_path, kind):
     assert yres[1] / yres[0] == pytest.approx(SPACING[1], rel=1e-6)
 
 
+def test_tiff_export_keeps_full_geometry_in_imagej_properties(tmp_path):
+    import json
+    proj = _tiff_project(tmp_path)
+    _write_nrrd(tmp_path / "a.nrrd", _instance_volume())
+    import_volume(proj, tmp_path / "a.nrrd")
+    export_volumes(Project.open(proj.root), tmp_path / "o.tif", volume_format="tiff")
+    with tifffile.TiffFile(tmp_path / "o.tif") as tif:
+        props = tif.imagej_metadata["Properties"]
+        assert np.array_equal(tif.asarray(), _instance_volume())
+    assert json.loads(props["maskloop_spacing"]) == list(SPACING)
+    assert json.loads(props["maskloop_origin"]) == list(ORIGIN)
+    assert np.array_equal(json.loads(props["maskloop_direction"]), DIRECTION)
+
+
 def test_multipage_label_tiff_for_a_stack_imports(tmp_path):
     """tifffile writes a (3, H, W) array as one page of three planar samples by default;
     that used to be refused as '3 channels'."""
