@@ -1,6 +1,7 @@
 """Stacks in the GUI: the grouped image list, wheel/right-drag on the canvas, 3-D objects."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PyQt5 import QtCore
 
@@ -127,3 +128,207 @@ def test_image_list_model_holds_100k_items_without_widgets(qtbot):
     panel.model.dataChanged.connect(lambda a, b, *_: seen.append((panel.model.node(a), a.column())))
     ctl.statusChanged.emit("st3_z10", "reviewed")
     assert [n if isinstance(n, str) else n.name for n, _c in seen] == ["st3_z10", "stack3.tif"]
+
+
+# ---------------------------------------------------------------- canvas input and 3-D objects
+
+def open_stack_window(qtbot, root):
+    """The main window with the stack tools (as users get it), on the stack's first slice."""
+    from PyQt5 import QtWidgets
+    from gui.main_window import MainWindow
+    win = MainWindow(extensions=["gui.stack_tools"])
+    qtbot.addWidget(win)
+    win.resize(1200, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    assert win.open_project(root)
+    win.canvas.set_zoom(2.0)
+    win.canvas.centerOn(80, 64)
+    QtWidgets.QApplication.processEvents()
+    return win
+
+
+def wheel(win, dy, mods=Qt.NoModifier):
+    from PyQt5 import QtGui, QtWidgets
+    view = win.canvas.viewport()
+    pos = QtCore.QPointF(view.width() / 2, view.height() / 2)
+    ev = QtGui.QWheelEvent(pos, QtCore.QPointF(view.mapToGlobal(pos.toPoint())), QtCore.QPoint(0, 0),
+                           QtCore.QPoint(0, dy), Qt.NoButton, mods, Qt.NoScrollPhase, False)
+    QtWidgets.QApplication.sendEvent(view, ev)
+
+
+def right_drag(win, start, end):
+    from PyQt5 import QtGui, QtWidgets
+    view = win.canvas.viewport()
+    for kind, p, button, buttons in ((QtCore.QEvent.MouseButtonPress, start, Qt.RightButton, Qt.RightButton),
+                                     (QtCore.QEvent.MouseMove, end, Qt.NoButton, Qt.RightButton),
+                                     (QtCore.QEvent.MouseButtonRelease, end, Qt.RightButton, Qt.NoButton)):
+        pos = QtCore.QPointF(*p)
+        QtWidgets.QApplication.sendEvent(view, QtGui.QMouseEvent(kind, pos, view.mapToGlobal(pos.toPoint()),
+                                                                 button, buttons, Qt.NoModifier))
+
+
+def test_wheel_scrolls_slices_ctrl_wheel_zooms_right_drag_sets_window(qtbot, stack_project):
+    win = open_stack_window(qtbot, stack_project.root)
+    ctl = win.controller
+    ids = _stack_ids(stack_project)
+    # a plain image: the wheel zooms as before
+    z0 = win.canvas.zoom
+    wheel(win, 120)
+    assert win.canvas.zoom > z0 and ctl.item_id == stack_project.items[0].id
+    # on a stack the wheel moves through the slices (down = next), clamped at the ends
+    assert ctl.set_current_item(ids[0])
+    z0 = win.canvas.zoom
+    wheel(win, -120)
+    assert ctl.item_id == ids[1]
+    wheel(win, -240)
+    assert ctl.item_id == ids[3]
+    wheel(win, -120)
+    assert ctl.item_id == ids[3]
+    wheel(win, 60)   # half a notch (a touchpad) does nothing yet ...
+    assert ctl.item_id == ids[3]
+    wheel(win, 60)   # ... two halves make one
+    assert ctl.item_id == ids[2]
+    assert win.canvas.zoom == z0
+    wheel(win, 120, Qt.ControlModifier)
+    assert ctl.item_id == ids[2] and win.canvas.zoom > z0
+    # right-drag: right = wider, down = higher level; the data is untouched
+    raw = ctl.image.copy()
+    c0, w0 = ctl.window
+    right_drag(win, (300, 300), (450, 300))
+    qtbot.waitUntil(lambda: ctl.window != (c0, w0))
+    c1, w1 = ctl.window
+    assert c1 == pytest.approx(c0) and w1 == pytest.approx(2 * w0)
+    right_drag(win, (300, 300), (300, 300 + 128))
+    qtbot.waitUntil(lambda: ctl.window[0] != c1)
+    assert ctl.window == (pytest.approx(c1 + w1 / 2), pytest.approx(w1))
+    assert (ctl.image == raw).all()
+    # the help says so
+    from gui.dialogs.shortcuts import shortcut_rows
+    rows = {r[1]: r[2] for r in shortcut_rows(win)}
+    assert "slice" in rows["Mouse wheel"] and "Window / level" in rows["Right-drag"]
+    assert rows["Ctrl+]"] == "Copy to next slice" and rows["Ctrl+["] == "Copy to previous slice"
+    win.controller.close_project(force=True)
+
+
+def _with_objects(project):
+    """Object 'rock' on slices 0-2 (a square that shifts right by 4 px per slice), and a
+    loose instance on slice 3."""
+    from engine.annotations import ItemAnnotation
+    from guihelpers import square
+    ids = _stack_ids(project)
+    for k in range(3):
+        project.save_annotation(ItemAnnotation(ids[k], 128, 160, [
+            square(40 + 4 * k, 40, 70 + 4 * k, 70, id=f"r{k}", object_id="rock")], "new"))
+    project.save_annotation(ItemAnnotation(ids[3], 128, 160, [square(10, 90, 30, 110, id="loose")], "new"))
+    return ids
+
+
+def test_object_extent_and_neighbour_outlines(qtbot, stack_project):
+    ids = _with_objects(stack_project)
+    win = open_stack_window(qtbot, stack_project.root)
+    ctl, tools = win.controller, win.stack_tools
+    assert ctl.set_current_item(ids[1])
+    ctl.set_selection(["r1"])
+    qtbot.waitUntil(lambda: "slices 1–3" in tools.object_label.text())
+    assert tools.object_label.text() == "object rock · slices 1–3 (3)"
+    # faint outlines of the same object on the previous (dashed) and next (dotted) slice
+    qtbot.waitUntil(lambda: tools.outlines.is_shown(-1) and tools.outlines.is_shown(+1))
+    prev = tools.outlines.items[-1].path().boundingRect()
+    nxt = tools.outlines.items[+1].path().boundingRect()
+    assert (round(prev.left()), round(prev.right())) == (40, 70)
+    assert (round(nxt.left()), round(nxt.right())) == (48, 78)
+    assert tools.outlines.items[-1].pen().style() == Qt.DashLine
+    # nothing selected, or the option off: no outlines
+    ctl.set_selection([])
+    assert not tools.outlines.is_shown(-1) and tools.object_label.text() == ""
+    ctl.set_selection(["r1"])
+    win.actions["neighbour outlines"].setChecked(False)
+    assert not tools.outlines.is_shown(-1)
+    win.actions["neighbour outlines"].setChecked(True)
+    # an instance of no object says so; the extent follows edits made here
+    assert ctl.set_current_item(ids[3])
+    ctl.set_selection(["loose"])
+    assert tools.object_label.text() == "no 3-D object"
+    assert ctl.set_current_item(ids[2])
+    ctl.set_selection(["r2"])
+    assert win.actions["delete"].isEnabled()
+    ctl.delete_selected()
+    assert ctl.set_current_item(ids[0])
+    ctl.set_selection(["r0"])
+    assert tools.object_label.text() == "object rock · slices 1–2 (2)"
+    win.controller.close_project(force=True)
+
+
+def test_copy_to_next_and_previous_slice(qtbot, stack_project):
+    from engine.project import Project
+    ids = _with_objects(stack_project)
+    win = open_stack_window(qtbot, stack_project.root)
+    ctl = win.controller
+    # the loose instance on the last slice: copied back; it becomes an object first
+    assert ctl.set_current_item(ids[3])
+    ctl.set_selection(["loose"])
+    qtbot.keyClick(win.canvas, Qt.Key_BracketLeft, Qt.ControlModifier)
+    assert ctl.item_id == ids[2]
+    src = Project.open(stack_project.root).load_annotation(ids[3]).find("loose")
+    assert src.object_id  # saved when the slice was left
+    copy = ctl.selected_instances()
+    assert len(copy) == 1 and copy[0].object_id == src.object_id and copy[0].id != "loose"
+    assert (copy[0].x0, copy[0].y0, copy[0].label, copy[0].source) == (10, 90, "cell", "manual")
+    assert (copy[0].mask == src.mask).all()
+    assert len(ctl.annotation.instances) == 2
+    # one undo step on this slice removes the copy, redo brings it back
+    ctl.undo_stack.undo()
+    assert len(ctl.annotation.instances) == 1
+    ctl.undo_stack.redo()
+    assert len(ctl.annotation.instances) == 2
+    # an object already on the target slice is selected there, not copied twice
+    ctl.set_selection(["r2"])
+    assert not win.stack_tools.copy_to_slice(-1)
+    assert ctl.item_id == ids[1] and ctl.selection == ["r1"] and len(ctl.annotation.instances) == 1
+    # copying forward; at the end of the stack there is no next slice
+    ctl.set_selection(["r1"])
+    assert ctl.set_current_item(ids[3])
+    ctl.set_selection(["loose"])
+    assert not win.stack_tools.copy_to_slice(+1) and ctl.item_id == ids[3]
+    assert ctl.save()
+    win.controller.close_project(force=True)
+
+
+def test_orthogonal_views_show_planes_with_masks_at_slice_spacing(qtbot, stack_project):
+    import dataclasses
+    from engine.geometry import VoxelGeometry
+    from engine.project import Project
+    ids = _with_objects(stack_project)
+    proj = Project.open(stack_project.root)
+    proj.sources[2] = dataclasses.replace(proj.sources[2], geometry=VoxelGeometry(spacing=(5.0, 0.5, 0.5)))
+    proj.save()
+    win = open_stack_window(qtbot, stack_project.root)
+    ctl = win.controller
+    panel = win.stack_tools.ortho
+    assert ctl.set_current_item(ids[1])
+    win.docks["orthogonal"].show()
+    qtbot.waitUntil(lambda: panel.volume.n == 4 and panel.volume.done == 4)
+    panel.set_position(50, 60)
+    qtbot.waitUntil(lambda: panel.xz.caption == "XZ  (y = 60)")
+    # the raw XZ plane at y=60: slice k is -1000+100k outside the bright square, 400 inside
+    plane = panel.volume.plane("xz", 60)
+    assert plane.shape == (4, 160)
+    assert plane[2, 10] == -800 and plane[2, 50] == 400
+    # masks: the rock on slices 0-2 (shifted by 4 px per slice), none on slice 3 at y=60
+    m = panel.volume.mask_plane("xz", 60, lambda inst: 0)
+    assert [int(np.flatnonzero(m[k]).min()) if m[k].any() else -1 for k in range(4)] == [40, 44, 48, -1]
+    # physical proportions: 160 px * 0.5 mm wide, 4 slices * 5 mm tall
+    assert panel.xz._phys == (80.0, 20.0)
+    t = panel.xz.target_rect()
+    assert t.width() / t.height() == pytest.approx(4.0, rel=0.02)
+    assert "spacing z 5" in panel.info.text()
+    # the current slice's edits show at once
+    ctl.set_selection(["r1"])
+    ctl.delete_selected()
+    qtbot.waitUntil(lambda: not panel.volume.mask_plane("xz", 60, lambda i: 0)[1].any())
+    # a click on a plane opens that slice
+    t = panel.yz.target_rect()
+    qtbot.mouseClick(panel.yz, Qt.LeftButton, pos=QtCore.QPoint(int(t.center().x()), int(t.bottom() - 2)))
+    assert ctl.item_id == ids[3]
+    win.controller.close_project(force=True)
