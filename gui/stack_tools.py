@@ -71,9 +71,12 @@ class StackTools(QtCore.QObject):
                           tip="Link instances of the same label on adjacent slices into 3-D objects (by overlap)")
         self.act_neigh = A("view", "Neighbour slice outlines", self.set_show_neighbours,
                            name="neighbour outlines", checkable=True,
-                           tip="Outline the selected 3-D object as it lies on the previous (dashed) "
-                               "and next (dotted) slice")
+                           tip="Outline the selected 3-D object as it lies on the previous (cyan, dashed) "
+                               "and next (yellow, dotted) slice")
         self.act_neigh.setChecked(True)
+        colour = w.actions.get("colour by instance")
+        if colour is not None:  # the canvas colours a 3-D object alike on every slice
+            colour.setText("&Colour by object / instance")
         c = self.controller
         for sig in (c.currentItemChanged, c.selectionChanged, c.projectClosed):
             sig.connect(self._update_enabled)
@@ -143,7 +146,7 @@ class StackTools(QtCore.QObject):
                 continue  # being read: index.changed brings it
             there = [i for i in ann.instances if i.object_id in objs and i.label not in hidden]
             if there:
-                self.outlines.show(side, there, c.label_color(there[0].label))
+                self.outlines.show(side, there)
 
     # ------------------------------------------------------------------ copy to a slice
     def copy_to_slice(self, step: int) -> bool:

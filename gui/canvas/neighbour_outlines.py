@@ -1,7 +1,8 @@
 """A faint outline of the selected 3-D objects as they lie on the previous and next slice.
 
 Drawn as vector paths above the mask overlay (cosmetic pens: one screen pixel wide at any
-zoom), so showing them costs nothing per image pixel. Previous slice: dashed; next: dotted.
+zoom), so showing them costs nothing per image pixel. Previous slice: cyan, dashed; next:
+yellow, dotted — colours that read over any label colour and a grey image, half transparent.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import cv2
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-ALPHA = 150
+ALPHA = 170
+COLORS = {-1: (0, 215, 255), +1: (255, 215, 0)}
 
 
 def outline_path(mask: np.ndarray, x0: int, y0: int) -> QtGui.QPainterPath:
@@ -44,23 +46,18 @@ class NeighbourOutlines:
             item = QtWidgets.QGraphicsPathItem()
             item.setZValue(z)
             item.setAcceptedMouseButtons(QtCore.Qt.NoButton)
-            pen = QtGui.QPen(QtGui.QColor(255, 255, 255, ALPHA), 1.5, style)
+            pen = QtGui.QPen(QtGui.QColor(*COLORS[side], ALPHA), 1.5, style)
             pen.setCosmetic(True)
             item.setPen(pen)
             scene.addItem(item)
             self.items[side] = item
 
-    def show(self, side: int, instances: Iterable, color: tuple[int, int, int]) -> None:
-        """Outline `instances` (of the slice on `side`: -1 previous, +1 next) in a faint colour."""
+    def show(self, side: int, instances: Iterable) -> None:
+        """Outline `instances` (of the slice on `side`: -1 previous, +1 next)."""
         path = QtGui.QPainterPath()
         for inst in instances:
             path.addPath(outline_path(inst.mask, inst.x0, inst.y0))
         item = self.items[side]
-        pen = item.pen()
-        # lighter than the label colour, so it reads as "not on this slice"
-        r, g, b = (min(255, int(c + (255 - c) * 0.4)) for c in color)
-        pen.setColor(QtGui.QColor(r, g, b, ALPHA))
-        item.setPen(pen)
         item.setPath(path)
         item.setVisible(not path.isEmpty())
 

@@ -26,7 +26,9 @@ class _Stack:
 
 
 class ItemsModel(QtCore.QAbstractItemModel):
-    HEADERS = ("Item", "Status", "Instances")
+    HEADERS = ("Item", "Status", "#")
+    HEADER_TIPS = ("Image, or stack with its slices", "new / predicted / reviewed (a stack: slices reviewed)",
+                   "Instances")
 
     def __init__(self, controller, parent=None) -> None:
         super().__init__(parent)
@@ -95,6 +97,8 @@ class ItemsModel(QtCore.QAbstractItemModel):
     def headerData(self, section, orientation, role=QtCore.Qt.DisplayRole):
         if orientation == QtCore.Qt.Horizontal and role == QtCore.Qt.DisplayRole:
             return self.HEADERS[section]
+        if orientation == QtCore.Qt.Horizontal and role == QtCore.Qt.ToolTipRole:
+            return self.HEADER_TIPS[section]
         return None
 
     # ------------------------------------------------------------------ lookups
@@ -131,6 +135,10 @@ class ItemsModel(QtCore.QAbstractItemModel):
             return QtCore.QModelIndex()
         return self.createIndex(where[0], 0, TOP)
 
+    def position(self, item_id: str) -> tuple[int, int]:
+        """(top-level row, slice row or -1): the list's own order."""
+        return self._where.get(item_id, (len(self._top), -1))
+
     def row_of(self, item_id: str) -> int:
         """Top-level row of an item (its stack's row for a slice); -1 when unknown."""
         where = self._where.get(item_id)
@@ -165,7 +173,7 @@ class ItemsModel(QtCore.QAbstractItemModel):
     def _summary(self, stack: _Stack) -> tuple:
         if stack.summary is None:
             ctl = self.controller
-            counts: dict[str, int] = {}
+            counts: dict[str, int] = {}  # status -> slices
             total, unknown = 0, False
             for iid in stack.ids:
                 s = ctl.status_of(iid)
@@ -176,10 +184,11 @@ class ItemsModel(QtCore.QAbstractItemModel):
             n = len(stack.ids)
             if len(counts) == 1:
                 status = key = next(iter(counts))
-            else:
+            else:  # short, so the names keep the width
                 key = "predicted" if counts.get("predicted") else "new"
-                status = f"{counts.get('reviewed', 0)}/{n} reviewed"
-            stack.summary = (status, key, None if unknown else total)
+                status = f"{counts.get('reviewed', 0)}/{n} ✓"
+            tip = ", ".join(f"{counts[s]} {s}" for s in ("reviewed", "predicted", "new") if counts.get(s))
+            stack.summary = (status, key, None if unknown else total, f"{n} slices: {tip}")
         return stack.summary
 
     def data(self, index, role=QtCore.Qt.DisplayRole):
@@ -189,7 +198,7 @@ class ItemsModel(QtCore.QAbstractItemModel):
         col = index.column()
         ctl = self.controller
         if isinstance(node, _Stack):
-            status, key, count = self._summary(node)
+            status, key, count, status_tip = self._summary(node)
             name, tip = f"{node.name}  ({len(node.ids)} slices)", node.name
             bold = ctl.item_id in node.ids
         else:
@@ -197,12 +206,13 @@ class ItemsModel(QtCore.QAbstractItemModel):
             status = key = ctl.status_of(node)
             count = ctl.count_of(node)
             name, tip, bold = item.name, f"{item.name}\n{node}", node == ctl.item_id
+            status_tip = None
         if role == QtCore.Qt.DisplayRole:
             return (name, status, "…" if count is None else count)[col]
         if role == QtCore.Qt.ForegroundRole and col == 1:
             return STATUS_COLORS.get(key)
-        if role == QtCore.Qt.ToolTipRole and col == 0:
-            return tip
+        if role == QtCore.Qt.ToolTipRole:
+            return tip if col == 0 else status_tip if col == 1 else None
         if role == QtCore.Qt.UserRole:  # for sorting and filtering
             if col == 2:
                 return -1 if count is None else count
@@ -300,6 +310,8 @@ class ImagesPanel(QtWidgets.QWidget):
         self.status_box.currentTextChanged.connect(self.proxy.set_status)
         self.search.textChanged.connect(self._on_text)
         t.clicked.connect(self._on_clicked)
+        t.expanded.connect(lambda _i: self._on_current(self.controller.item_id or ""))  # slice row lights up
+        t.collapsed.connect(lambda _i: self._on_current(self.controller.item_id or ""))
         t.activated.connect(self._on_clicked)
         controller.currentItemChanged.connect(self._on_current)
         controller.statusChanged.connect(self._update_summary)
@@ -331,7 +343,7 @@ class ImagesPanel(QtWidgets.QWidget):
         return out
 
     def selected_item_ids(self) -> list[str]:
-        """Selected items; a selected stack stands for its slices (as filtered)."""
+        """Selected items in list order; a selected stack stands for its slices (as filtered)."""
         out: list[str] = []
         p = self.proxy
         for idx in self.tree.selectionModel().selectedRows():
@@ -340,7 +352,7 @@ class ImagesPanel(QtWidgets.QWidget):
                 out.append(node)
             else:
                 out.extend(self.model.node(p.mapToSource(p.index(k, 0, idx))) for k in range(p.rowCount(idx)))
-        return list(dict.fromkeys(out))
+        return sorted(set(out), key=self.model.position)
 
     # ------------------------------------------------------------------ events
     def _on_clicked(self, index) -> None:

@@ -15,6 +15,7 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 
 from engine.imageio import to_uint8
 
+from ..canvas.overlay import instance_color_index, instance_colors
 from ..stack_volume import StackVolume
 
 MASK_ALPHA = 0.45
@@ -121,8 +122,10 @@ class OrthogonalPanel(QtWidgets.QWidget):
         c.projectClosed.connect(self.render)
         self.volume.updated.connect(self.schedule)
         self.volume.progressed.connect(self._on_progress)
+        self.canvas = canvas
         if canvas is not None:
             canvas.cursorMoved.connect(self.set_position)
+            canvas.overlayOptionsChanged.connect(self.schedule)
         self.xz.clicked.connect(lambda x, z: self._jump(z, x=x))
         self.yz.clicked.connect(lambda y, z: self._jump(z, y=y))
         self.bar.hide()
@@ -178,6 +181,16 @@ class OrthogonalPanel(QtWidgets.QWidget):
             rgb[hit] = (rgb[hit] * (1 - MASK_ALPHA) + col * MASK_ALPHA).astype(np.uint8)
         return rgb
 
+    def _colors(self):
+        """(colour number of an instance, RGB table): as the canvas colours (label or object)."""
+        c = self.controller
+        if getattr(self.canvas, "color_by", "label") == "instance":
+            return instance_color_index, np.array(instance_colors(), np.uint8)
+        labels = c.labels.names() if c.labels is not None else []
+        index = {name: k for k, name in enumerate(labels)}
+        colors = np.array([c.label_color(nm) for nm in labels] or [(255, 0, 0)], np.uint8)
+        return (lambda inst: index.get(inst.label, 0)), colors
+
     def render(self) -> None:
         c, v = self.controller, self.volume
         if not self.active:
@@ -195,13 +208,8 @@ class OrthogonalPanel(QtWidgets.QWidget):
         x, y = min(max(0, x), W - 1), min(max(0, y), H - 1)
         z = v.ids.index(c.item_id) if c.item_id in v.ids else -1
         dz, dy, dx = v.spacing()
-        labels = c.labels.names() if c.labels is not None else []
-        index = {name: k for k, name in enumerate(labels)}
-        colors = np.array([c.label_color(nm) for nm in labels] or [(255, 0, 0)], np.uint8)
+        color_of, colors = self._colors()
         hidden = c.hidden_labels()
-
-        def color_of(inst):
-            return index.get(inst.label, 0)
 
         def masks(axis, pos):
             return v.mask_plane(axis, pos, color_of, hidden)

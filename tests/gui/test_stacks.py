@@ -57,7 +57,8 @@ def test_image_list_status_filter_reaches_slices(qtbot, stack_project):
     ctl.set_status("reviewed")
     assert ctl.save()
     stack = model.index(2, 0)
-    assert model.data(stack.siblingAtColumn(1)) == "1/4 reviewed"
+    assert model.data(stack.siblingAtColumn(1)) == "1/4 ✓"
+    assert model.data(stack.siblingAtColumn(1), Qt.ToolTipRole) == "4 slices: 1 reviewed, 3 new"
     panel.status_box.setCurrentText("reviewed")
     # the reviewed first image and one slice (its stack row shows because of it)
     assert panel.visible_item_ids() == [stack_project.items[0].id, stack_ids[2]]
