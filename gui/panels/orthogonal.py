@@ -21,6 +21,7 @@ from ..stack_volume import StackVolume
 MASK_ALPHA = 0.45
 UNREAD = 28     # grey level of rows not read yet
 RENDER_MS = 30  # cursor moves and edits coalesce into one render per this interval
+LOADING_MS = 400  # while slices arrive, the planes fill in at this pace
 
 
 class PlaneView(QtWidgets.QWidget):
@@ -120,7 +121,7 @@ class OrthogonalPanel(QtWidgets.QWidget):
         c.windowChanged.connect(self.schedule)
         c.labelsChanged.connect(self.schedule)
         c.projectClosed.connect(self.render)
-        self.volume.updated.connect(self.schedule)
+        self.volume.updated.connect(lambda: self.schedule(delay=LOADING_MS))
         self.volume.progressed.connect(self._on_progress)
         self.canvas = canvas
         if canvas is not None:
@@ -145,9 +146,9 @@ class OrthogonalPanel(QtWidgets.QWidget):
             self.pos = (x, y)
             self.schedule()
 
-    def schedule(self, *_args) -> None:
+    def schedule(self, *_args, delay: int = RENDER_MS) -> None:
         if self.active and not self._timer.isActive():
-            self._timer.start()
+            self._timer.start(delay)
 
     def _on_item(self, _item_id: str) -> None:
         if self.active:
