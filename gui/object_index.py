@@ -32,6 +32,7 @@ class ObjectIndex(QtCore.QObject):
         self._anns: "OrderedDict[str, object]" = OrderedDict()  # item id -> ItemAnnotation
         self._asked: set[str] = set()
         self._leaving = None                              # (item id, annotation) shown now
+        self._scanning = False
         self._loaded.connect(self._on_loaded, QtCore.Qt.QueuedConnection)
         controller.currentItemChanged.connect(self._on_item)
         controller.instancesChanged.connect(self._on_instances)
@@ -45,6 +46,7 @@ class ObjectIndex(QtCore.QObject):
         self._ids, self._objects, self._asked = [], {}, set()
         self._anns.clear()
         self._leaving = None
+        self._scanning = False
 
     def refresh(self) -> None:
         """Forget everything read from files and read the current stack again."""
@@ -77,6 +79,9 @@ class ObjectIndex(QtCore.QObject):
         for k, iid in enumerate(self._ids):
             objs = self.objects_on(iid)
             if objs is None:
+                if not self._scanning:
+                    self._scanning = True
+                    self._scan(list(self._ids))
                 return None
             if object_id in objs:
                 found.append(k)
@@ -120,7 +125,7 @@ class ObjectIndex(QtCore.QObject):
             self._gen += 1
             self._ids, self._objects, self._asked = list(ids), {}, set()
             self._anns.clear()
-            self._scan(list(ids))
+            self._scanning = False  # read when an extent is first asked for
         k = ids.index(item_id)
         for j in (k - 1, k + 1):
             if 0 <= j < len(ids):

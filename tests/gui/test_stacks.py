@@ -333,3 +333,26 @@ def test_orthogonal_views_show_planes_with_masks_at_slice_spacing(qtbot, stack_p
     qtbot.mouseClick(panel.yz, Qt.LeftButton, pos=QtCore.QPoint(int(t.center().x()), int(t.bottom() - 2)))
     assert ctl.item_id == ids[3]
     win.controller.close_project(force=True)
+
+
+def test_colour_by_object_keeps_an_object_one_colour_through_the_slices(qtbot, stack_project):
+    from gui.canvas.overlay import instance_color_index
+    from guihelpers import square
+    a, b = square(0, 0, 5, 5, object_id="rock-7"), square(9, 9, 20, 20, object_id="rock-7")
+    assert a.id != b.id and instance_color_index(a) == instance_color_index(b)
+    # the same in another process (no per-run hash()); hex ids keep their old colours
+    import zlib
+    assert instance_color_index(a) == zlib.crc32(b"rock-7") % 63
+    c = square(0, 0, 5, 5, id="00000005")
+    assert instance_color_index(c) == 5
+    ids = _with_objects(stack_project)
+    win = open_stack_window(qtbot, stack_project.root)
+    assert win.actions["colour by instance"].text() == "&Colour by object / instance"
+    ctl = win.controller
+    colours = []
+    for k in range(3):
+        assert ctl.set_current_item(ids[k])
+        win.canvas.set_color_by("instance")
+        colours.append(int(win.canvas.overlay.buf[55, 60 + 4 * k]))
+    assert colours[0] != 0 and len(set(colours)) == 1
+    win.controller.close_project(force=True)
