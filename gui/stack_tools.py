@@ -9,7 +9,9 @@
   the adjacent slice as new instances of the same objects, and that slice opens with them
   selected, so the user corrects the copy at once. The copy is one undo step on that slice;
   an instance without an object first gets one (one undo step on its own slice).
-- Link objects in this stack: the engine's linker over every slice of the stack.
+- Link objects in this stack: the engine's linker (engine.objects) over every slice of the
+  stack, as `maskloop link` does; Unlink from 3-D object: the selected instances leave their
+  objects (one undo step on this slice).
 - The orthogonal views dock (gui.panels.orthogonal).
 """
 from __future__ import annotations
@@ -69,6 +71,8 @@ class StackTools(QtCore.QObject):
                           tip="Put the selected instances on the previous slice as the same 3-D objects")
         self.act_link = A(menu, "Link objects in this stack", self.link_stack, name="link objects",
                           tip="Link instances of the same label on adjacent slices into 3-D objects (by overlap)")
+        self.act_unlink = A(menu, "Unlink from 3-D object", self.unlink_selected, name="unlink object",
+                            tip="The selected instances leave their 3-D objects (each becomes its own)")
         self.act_neigh = A("view", "Neighbour slice outlines", self.set_show_neighbours,
                            name="neighbour outlines", checkable=True,
                            tip="Outline the selected 3-D object as it lies on the previous (cyan, dashed) "
@@ -78,7 +82,7 @@ class StackTools(QtCore.QObject):
         if colour is not None:  # the canvas colours a 3-D object alike on every slice
             colour.setText("&Colour by object / instance")
         c = self.controller
-        for sig in (c.currentItemChanged, c.selectionChanged, c.projectClosed):
+        for sig in (c.currentItemChanged, c.selectionChanged, c.projectClosed, c.instancesChanged):
             sig.connect(self._update_enabled)
         self._update_enabled()
 
@@ -96,7 +100,9 @@ class StackTools(QtCore.QObject):
         has_sel = bool(c.selection)
         self.act_next.setEnabled(on_stack and has_sel)
         self.act_prev.setEnabled(on_stack and has_sel)
-        self.act_link.setEnabled(on_stack and self.linker() is not None)
+        engine_has = self.objects_module() is not None
+        self.act_link.setEnabled(on_stack and engine_has)
+        self.act_unlink.setEnabled(engine_has and any(i.object_id for i in c.selected_instances()))
 
     # ------------------------------------------------------------------ object info + outlines
     def set_show_neighbours(self, on: bool) -> None:
@@ -185,35 +191,57 @@ class StackTools(QtCore.QObject):
 
     # ------------------------------------------------------------------ linking
     @staticmethod
-    def linker():
-        """The engine's stack linker when this build has it (engine.objects), else None."""
+    def objects_module():
+        """engine.objects (linking, link/unlink/split) when this build has it, else None."""
         if importlib.util.find_spec("engine.objects") is None:
             return None
         from engine import objects
-        return getattr(objects, "link_stack", None)
+        return objects
 
     def link_stack(self) -> bool:
+        """Link the whole stack by overlap (the engine's rule; `maskloop link` does the same).
+
+        It rewrites the slices' files, so it is not an undo step; linking again after an
+        edit is always safe (objects keep their ids where they can)."""
         c = self.controller
-        link = self.linker()
-        if link is None or c.item_id is None:
+        objects = self.objects_module()
+        if objects is None or c.item_id is None or len(c.slice_items()) <= 1:
             return False
         if not c.flush():
             c.error.emit("the current slice could not be saved; not linking")
             return False
-        from engine.errors import MaskLoopError
+        from engine.errors import CancelledError, MaskLoopError
         from .tasks import run_with_progress
-        source = c.item.source
+        source = str(c.item.source)
         try:
-            result = run_with_progress(self.window, "Linking objects",
-                                       lambda progress=None, cancel=None: link(
-                                           c.project, source, progress=progress, cancel=cancel))
+            result = run_with_progress(self.window, "Linking objects", objects.link_project, c.project, source)
+        except CancelledError:
+            return False
         except MaskLoopError as e:
             c.error.emit(e.one_line())
             return False
         c.reload_current()
         self.index.refresh()
-        c.message.emit(f"linked: {result}" if result is not None else "linked")
+        self.ortho.volume.stop()
+        self.ortho.set_active(self.ortho.active)
+        c.message.emit(f"linked {result.get('instances', 0)} instance(s) into {result.get('objects', 0)} "
+                       f"object(s); {result.get('items_changed', 0)} slice(s) changed")
         return True
+
+    def unlink_selected(self) -> bool:
+        """The selected instances leave their objects (each its own object): one undo step."""
+        c = self.controller
+        objects = self.objects_module()
+        sel = [i for i in c.selected_instances() if i.object_id]
+        if objects is None or not sel:
+            return False
+        changed = objects.unlink([c.annotation], [(c.item_id, i.id) for i in sel])
+        if not changed:
+            return False
+        new_ids = {i.id: i.object_id for i in changed[0].instances}
+        return c.commit("Unlink from 3-D object",
+                        [Change(i, i.copy(object_id=new_ids[i.id])) for i in sel if i.id in new_ids],
+                        select=[i.id for i in sel])
 
 
 def install(window) -> StackTools:
