@@ -150,9 +150,11 @@ class OrthogonalPanel(QtWidgets.QWidget):
         if self.active and not self._timer.isActive():
             self._timer.start(delay)
 
-    def _on_item(self, _item_id: str) -> None:
+    def _on_item(self, item_id: str) -> None:
         if self.active:
             self.volume.load()
+        elif self.volume.ids and item_id not in self.volume.ids:
+            self.volume.stop()  # hidden and on another stack: free the memory
         self.schedule()
 
     def _on_progress(self, done: int, total: int) -> None:

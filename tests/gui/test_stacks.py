@@ -332,6 +332,25 @@ def test_orthogonal_views_show_planes_with_masks_at_slice_spacing(qtbot, stack_p
     t = panel.yz.target_rect()
     qtbot.mouseClick(panel.yz, Qt.LeftButton, pos=QtCore.QPoint(int(t.center().x()), int(t.bottom() - 2)))
     assert ctl.item_id == ids[3]
+    assert not panel.bar.isVisible()
+    # a plain image: nothing to show, and the hidden dock lets the stack go
+    assert ctl.set_current_item(stack_project.items[0].id)
+    panel.render()
+    assert panel.info.text() == "Orthogonal views show stacks and series." and panel.xz._image is None
+    win.docks["orthogonal"].hide()
+    assert panel.volume.n == 0 and panel.volume.volume is None
+    win.controller.close_project(force=True)
+
+
+def test_orthogonal_views_refuse_a_stack_too_large_to_cache(qtbot, stack_project, monkeypatch):
+    import gui.stack_volume
+    monkeypatch.setattr(gui.stack_volume, "MAX_BYTES", 1000)
+    win = open_stack_window(qtbot, stack_project.root)
+    panel = win.stack_tools.ortho
+    assert win.controller.set_current_item(_stack_ids(stack_project)[0])
+    win.docks["orthogonal"].show()
+    qtbot.waitUntil(lambda: "too large" in panel.info.text())
+    assert panel.volume.volume is None
     win.controller.close_project(force=True)
 
 
