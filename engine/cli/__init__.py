@@ -11,7 +11,7 @@ import sys
 
 from ..errors import MaskLoopError
 
-SUBCOMMANDS = ("new", "add", "import", "export", "info", "segment", "train", "evaluate", "demo")
+SUBCOMMANDS = ("new", "add", "import", "export", "info", "link", "segment", "train", "evaluate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from . import data_cmds
     data_cmds.register(sub)
+    from . import volume_cmds
+    volume_cmds.register(sub)
     try:
         from . import model_cmds
     except ImportError:  # the model commands are added by the engine work

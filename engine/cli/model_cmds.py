@@ -191,6 +191,10 @@ def cmd_segment(args) -> int:
     n, sk = len(res["predicted"]), len(res["skipped"])
     extra = f"; skipped {sk} reviewed item(s)" if sk else ""
     print(f"segmented {n} item(s) with {pred.run or model_path}: {res['instances']} instance(s){extra}")
+    from ..objects import link_after_segment  # slices of a stack: instances become 3-D objects
+    linked = link_after_segment(proj, res["predicted"])
+    if linked:
+        print(f"linked them across slices into {linked['objects']} 3-D object(s) on {linked['stacks']} stack(s)")
     return 0
 
 

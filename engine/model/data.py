@@ -95,6 +95,16 @@ class TrainItem:
     reviewed: bool = True
 
 
+def stack_group(item: TrainItem) -> str:
+    """The split group of an item: its stack or series (all slices together), else itself."""
+    ref = item.ref
+    if ref.source is not None and int(ref.source.get("n_slices", 1)) > 1:
+        return f"source:{ref.base or ''}:{ref.source.get('path')}"
+    if ref.path is not None:   # a COCO image: slices of one stack file share the path
+        return f"file:{ref.path}"
+    return f"item:{item.key}"
+
+
 @dataclass
 class Snapshot:
     """The training data of one run, in memory (annotations only; images are read lazily)."""
@@ -220,16 +230,18 @@ class Snapshot:
 
     # -- split ------------------------------------------------------------------------
     def split(self, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
-        """Indices (train, val). Reproducible; >= 1 val item when there are >= 2 reviewed
-        items and val_fraction > 0; unreviewed items always train."""
-        from ..formats import split_ids
-        reviewed = [it.key for it in self.items if it.reviewed]
+        """Indices (train, val). Reproducible; unreviewed items always train; the slices
+        of one stack or series are never on both sides (engine.splits), so there is at
+        least one validation item when the reviewed items come from two or more images
+        or stacks and val_fraction > 0."""
+        from ..splits import split_by_group
+        reviewed = [it for it in self.items if it.reviewed]
         if val_fraction <= 0 or len(reviewed) < 2:
             val_keys: set = set()
         else:
-            frac = min(max(1.0 - float(val_fraction), 1e-6), 1 - 1e-6)
-            _, val = split_ids(reviewed, frac, seed)
-            val_keys = set(val)
+            frac = min(max(float(val_fraction), 1e-6), 1 - 1e-6)
+            val_keys = split_by_group([it.key for it in reviewed], [stack_group(it) for it in reviewed],
+                                      frac, seed)
         train = [i for i, it in enumerate(self.items) if it.key not in val_keys]
         val = [i for i, it in enumerate(self.items) if it.key in val_keys]
         return train, val

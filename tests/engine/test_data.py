@@ -133,8 +133,7 @@ def test_snapshot_json_roundtrip(proj_dir):
 # --- split --------------------------------------------------------------------------------
 
 def _fake_items(n):
-    ref = D.ImageRef(path="x.png")
-    return [D.TrainItem(f"item{k:02d}", 10, 10, [], [], ref) for k in range(n)]
+    return [D.TrainItem(f"item{k:02d}", 10, 10, [], [], D.ImageRef(path=f"x{k:02d}.png")) for k in range(n)]
 
 
 def test_split_is_reproducible_and_has_a_val_item():
@@ -150,6 +149,31 @@ def test_split_is_reproducible_and_has_a_val_item():
     one = D.Snapshot(["a"], _fake_items(1))
     assert one.split(0.2) == ([0], [])
     assert D.Snapshot(["a"], _fake_items(5)).split(0.0) == (list(range(5)), [])
+
+
+def _stack_items(name, n, base="/p"):
+    src = {"kind": "stack", "path": name, "n_slices": n, "height": 10, "width": 10}
+    return [D.TrainItem(f"{name}_z{z:03d}", 10, 10, [], [], D.ImageRef(source=src, slice=z, base=base))
+            for z in range(n)]
+
+
+def test_split_never_puts_slices_of_one_stack_on_both_sides():
+    items = _stack_items("a.tif", 30) + _stack_items("b.tif", 12) + _fake_items(6)
+    for seed in range(8):
+        for frac in (0.1, 0.2, 0.5):
+            snap = D.Snapshot(["a"], items)
+            tr, va = snap.split(frac, seed=seed)
+            assert va and tr and sorted(tr + va) == list(range(len(items)))
+            for stack in ("a.tif", "b.tif"):
+                sides = {i in va for i, it in enumerate(items) if it.key.startswith(stack)}
+                assert len(sides) == 1, (seed, frac, stack)
+            assert len(va) <= max(1, frac * len(items))
+    # slices of one COCO stack file (same path, other slice numbers) stay together too
+    coco = [D.TrainItem(f"s{z}", 10, 10, [], [], D.ImageRef(path="stack.tif", slice=z)) for z in range(10)]
+    tr, va = D.Snapshot(["a"], coco + _fake_items(3)).split(0.3, seed=2)
+    assert not ({0, 1, 2, 3, 4, 5, 6, 7, 8, 9} & set(va) and {0, 1, 2, 3, 4, 5, 6, 7, 8, 9} & set(tr))
+    # a single stack and nothing else: no honest validation split exists
+    assert D.Snapshot(["a"], _stack_items("a.tif", 20)).split(0.2) == (list(range(20)), [])
 
 
 def test_epoch_batches_cover_the_data_on_every_rank():

@@ -122,7 +122,8 @@ def test_demo_builds_a_sample_project(tmp_path, capsys):
     proj = Project.open(out)
     assert proj.labels.names() == ["rock", "pore", "nucleus"]
     st = proj.statuses()
-    assert sum(s == "reviewed" for s in st.values()) == 8 and sum(s == "new" for s in st.values()) == 6
+    # a 16-slice CT volume (half reviewed, rocks linked as 3-D objects) and 8 nuclei images (4 reviewed)
+    assert sum(s == "reviewed" for s in st.values()) == 12 and sum(s == "new" for s in st.values()) == 12
     kinds = {s.kind for s in proj.sources}
     assert kinds == {"stack", "image"}
     reviewed = [i for i, s in st.items() if s == "reviewed"]
