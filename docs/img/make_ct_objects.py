@@ -5,7 +5,7 @@ grouped image list, an object's extent and neighbour outlines, and the orthogona
 
 With PROJECT_DIR holding a project (e.g. from `python main.py demo DIR`) its first stack is
 shown; otherwise a 48-slice stack of ellipsoidal rocks (0.6 x 0.6 x 1.5 mm voxels) is written
-to a temporary folder, each rock one object through its slices.
+to a temporary folder and its rock sections are linked into 3-D objects by engine.objects.
 """
 from __future__ import annotations
 
@@ -48,13 +48,12 @@ def rock_stack(folder: Path, n: int = 48, size: int = 256, seed: int = 3):
     proj.add([img])
     proj.sources[0] = dataclasses.replace(proj.sources[0], geometry=VoxelGeometry(spacing=(dz, dy, dx)))
     proj.save()
-    for it in proj.items:
+    for it in proj.items:  # each slice's rock sections as 2-D instances, no objects yet
         sl = bodies[it.slice]
-        insts = []
-        for k in np.unique(sl[sl > 0]):
-            inst = Instance.from_full_mask(sl == k, "rock", object_id=f"rock-{k:02d}")
-            insts.append(inst)
+        insts = [Instance.from_full_mask(sl == k, "rock") for k in np.unique(sl[sl > 0])]
         proj.save_annotation(ItemAnnotation(it.id, size, size, insts, "reviewed" if it.slice % 3 else "new"))
+    from engine.objects import link_project
+    print("linked:", link_project(proj))  # the engine's linker makes the 3-D objects
     return Project.open(proj.root)
 
 

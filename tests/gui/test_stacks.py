@@ -375,3 +375,38 @@ def test_colour_by_object_keeps_an_object_one_colour_through_the_slices(qtbot, s
         colours.append(int(win.canvas.overlay.buf[55, 60 + 4 * k]))
     assert colours[0] != 0 and len(set(colours)) == 1
     win.controller.close_project(force=True)
+
+
+def test_link_objects_in_this_stack_and_unlink_the_selection(qtbot, stack_project):
+    from engine.annotations import ItemAnnotation
+    from engine.project import Project
+    from guihelpers import square
+    ids = _stack_ids(stack_project)
+    for k in range(4):  # one body through the slices, drawn without objects; a speck on slice 3
+        insts = [square(40 + 2 * k, 40, 70 + 2 * k, 70, id=f"s{k}")]
+        if k == 3:
+            insts.append(square(120, 100, 130, 110, id="speck"))
+        stack_project.save_annotation(ItemAnnotation(ids[k], 128, 160, insts, "new"))
+    win = open_stack_window(qtbot, stack_project.root)
+    ctl, tools = win.controller, win.stack_tools
+    assert ctl.set_current_item(ids[1])
+    ctl.set_selection(["s1"])
+    assert tools.object_label.text() == "no 3-D object"
+    assert win.actions["link objects"].isEnabled() and not win.actions["unlink object"].isEnabled()
+    win.actions["link objects"].trigger()
+    on_disk = [Project.open(stack_project.root).load_annotation(i) for i in ids]
+    body = {a.find(f"s{k}").object_id for k, a in enumerate(on_disk)}
+    assert len(body) == 1 and None not in body
+    assert on_disk[3].find("speck").object_id not in body | {None}
+    # the slice shown was reloaded with its object; the extent covers the stack
+    ctl.set_selection(["s1"])
+    qtbot.waitUntil(lambda: "slices 1–4 (4)" in tools.object_label.text())
+    # unlink the selection: one undo step on this slice
+    (oid,) = body
+    assert win.actions["unlink object"].isEnabled()
+    win.actions["unlink object"].trigger()
+    assert ctl.annotation.find("s1").object_id not in (oid, None)
+    assert tools.object_label.text().endswith("slices 2–2 (1)")
+    ctl.undo_stack.undo()
+    assert ctl.annotation.find("s1").object_id == oid
+    win.controller.close_project(force=True)
