@@ -91,7 +91,8 @@ def main() -> int:
     stack = next(s for s, src in enumerate(proj.sources) if src.n_slices > 1)
     slices = [it for it in proj.items if it.source == stack]
     ctl = win.controller
-    mid = slices[len(slices) // 2]
+    drawn = [it for it in slices if proj.annotation_path(it.id).exists()] or slices
+    mid = drawn[len(drawn) // 2]  # a slice with objects on it
     ctl.set_current_item(mid.id)
     target = pick_object(proj, slices, slices.index(mid), ctl.annotation)
     win.docks["orthogonal"].show()
