@@ -22,7 +22,7 @@ from .canvas import CanvasWidget
 from .controller import Controller
 from .panels import ImagesPanel, InstancesPanel, LabelsPanel, WindowLevelPanel
 
-EXTENSION_MODULES: list[str] = ["gui.workflow", "gui.panels.measurements"]
+EXTENSION_MODULES: list[str] = ["gui.workflow", "gui.stack_tools", "gui.panels.measurements"]
 MAX_RECENT = 10
 IMAGE_FILTER = ("Images, TIFF stacks, DICOM (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.dcm *.dicom *.ima);;"
                 "All files (*)")

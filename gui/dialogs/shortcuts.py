@@ -4,7 +4,9 @@ from __future__ import annotations
 from PyQt5 import QtGui, QtWidgets
 
 CANVAS_KEYS = [
-    ("Canvas", "Mouse wheel", "Zoom to the cursor"),
+    ("Canvas", "Mouse wheel", "Zoom to the cursor; on a stack or series: next / previous slice"),
+    ("Canvas", "Ctrl + mouse wheel", "Zoom to the cursor (on stacks too)"),
+    ("Canvas", "Right-drag", "Window / level: left-right = width, up-down = level"),
     ("Canvas", "Middle-drag, or Space + drag", "Pan"),
     ("Canvas", "H (hold)", "Show the image without masks"),
     ("Canvas", "Esc", "Cancel the polygon or line being drawn, else clear the selection"),
