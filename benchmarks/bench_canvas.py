@@ -142,7 +142,7 @@ def path_points(cx, cy, n, step=3.0, radius=220.0):
 def bench_maskloop(app, root: Path, moves: int, reps: int) -> dict:
     from PyQt5 import QtCore
     from gui.main_window import MainWindow
-    win = MainWindow(extensions=[])
+    win = MainWindow(loop=False)
     win.resize(VIEW_W + 560, VIEW_H + 160)
     win.show()
     app.processEvents()

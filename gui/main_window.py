@@ -1,20 +1,18 @@
 """The main window: menus, toolbars and docks around the canvas, wired to the controller.
 
-Extension points (the model workflow builds on these, without editing this file):
+Building blocks other parts of the window use (the loop, gui.loop, builds on these):
 - `window.controller`: signals for everything that changes (see gui.controller).
 - `window.add_dock(name, title, widget, area)`: a dock, remembered in the saved layout.
 - `window.menu(name, title)` / `window.toolbar(name, title)`: get or create by name
   ("file", "edit", "view", "tools", "item", "help"; new menus go before Help).
 - `window.add_action(menu, text, slot, shortcut=..., toolbar=...)`.
-- Modules named in EXTENSION_MODULES that exist are imported and their
-  `install(window)` is called at the end of construction (e.g. gui/workflow.py).
+`window.loop` (gui.loop.Loop) adds the model menu, review, training and models docks;
+`MainWindow(loop=False)` is the bare annotation window (tests, benchmarks).
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
@@ -22,7 +20,6 @@ from .canvas import CanvasWidget
 from .controller import Controller
 from .panels import ImagesPanel, InstancesPanel, LabelsPanel, WindowLevelPanel
 
-EXTENSION_MODULES: list[str] = ["gui.workflow"]
 MAX_RECENT = 10
 IMAGE_FILTER = ("Images, TIFF stacks, DICOM (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.dcm *.dicom *.ima);;"
                 "All files (*)")
@@ -33,8 +30,7 @@ def settings() -> QtCore.QSettings:
 
 
 class MainWindow(QtWidgets.QMainWindow):
-    def __init__(self, controller: Optional[Controller] = None, extensions: Optional[Sequence[str]] = None,
-                 parent=None) -> None:
+    def __init__(self, controller: Optional[Controller] = None, loop: bool = True, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("MaskLoopMainWindow")
         self.setWindowTitle("MaskLoop")
@@ -55,9 +51,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self._connect()
         self._update_title()
         self._update_enabled()
-        for name in (EXTENSION_MODULES if extensions is None else extensions):
-            if importlib.util.find_spec(name) is not None:
-                importlib.import_module(name).install(self)
+        self.loop = None
+        if loop:
+            from .loop import Loop
+            self.loop = Loop(self)
 
     # ------------------------------------------------------------------ building blocks
     def menu(self, name: str, title: Optional[str] = None) -> QtWidgets.QMenu:
@@ -383,10 +380,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def resolve_conflict_dialog(self) -> None:
         c = self.controller
         if c.in_conflict:
-            c._conflict = False
-            answer = self.ask_conflict(c.item_id)
-            c._conflict = True
-            c.resolve_conflict(answer)
+            c.resolve_conflict(self.ask_conflict(c.item_id))
             self._on_dirty(c.dirty)
 
     # ------------------------------------------------------------------ file actions
@@ -443,7 +437,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """Create (or reuse) the project at root, add paths off the GUI thread, open it."""
         from engine.errors import MaskLoopError
         from engine.project import MANIFEST, Project
-        from .tasks import run_with_progress
+        from .background import run_with_progress
         root = Path(root)
         if not self.controller.close_project():
             return False
@@ -473,7 +467,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def add_paths(self, paths: list) -> list:
         from engine.errors import MaskLoopError
-        from .tasks import run_with_progress
+        from .background import run_with_progress
         c = self.controller
         try:
             new = run_with_progress(self, "Adding images", c.project.add, paths)

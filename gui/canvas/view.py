@@ -49,8 +49,9 @@ class CanvasView(QtWidgets.QGraphicsView):
         self.color_by = "label"   # or "instance"
         self._holding = False
         self._brush_size = 15
-        self._tolerance = 50.0
+        self._tolerance = 10.0   # magic wand: percent of the displayed range
         self._pan_from: Optional[QtCore.QPoint] = None
+        self._filter = None   # instance -> bool: which instances are drawn (e.g. the score slider)
         self._space = False
 
         self.setTransformationAnchor(QtWidgets.QGraphicsView.AnchorUnderMouse)
@@ -119,7 +120,7 @@ class CanvasView(QtWidgets.QGraphicsView):
 
     @tolerance.setter
     def tolerance(self, value: float) -> None:
-        value = float(max(0.0, value))
+        value = float(max(0.0, min(100.0, value)))
         if value != self._tolerance:
             self._tolerance = value
             self.toleranceChanged.emit(value)
@@ -220,6 +221,17 @@ class CanvasView(QtWidgets.QGraphicsView):
         self.overlay_layer.setVisible(self.masks_visible and not self._holding)
         self.overlayOptionsChanged.emit()
 
+    def set_instance_filter(self, keep) -> None:
+        """Draw only the instances for which keep(instance) is true (None: all)."""
+        self._filter = keep
+        self.rerender(None)
+
+    def shown_instances(self) -> list:
+        ann = self.controller.annotation
+        if ann is None:
+            return []
+        return ann.instances if self._filter is None else [i for i in ann.instances if self._filter(i)]
+
     def rerender(self, region) -> None:
         """Re-render the overlay in region (x0, y0, x1, y1), or all of it when None."""
         ann = self.controller.annotation
@@ -227,7 +239,7 @@ class CanvasView(QtWidgets.QGraphicsView):
             return
         if region is not None:
             region = (region[0] - MARGIN, region[1] - MARGIN, region[2] + MARGIN, region[3] + MARGIN)
-        drawn = self.overlay.render(ann.instances, self.color_index, self.controller.hidden_labels(),
+        drawn = self.overlay.render(self.shown_instances(), self.color_index, self.controller.hidden_labels(),
                                     self._selected, region)
         if drawn is not None:
             self.overlay_changed(drawn)

@@ -1,7 +1,7 @@
 """Export dialog: COCO (only reviewed, copy images, train/val split, polygons) or labelme.
 
 The dialog collects options and calls engine.formats (export_coco / export_labelme) off
-the GUI thread with a progress bar and Cancel (gui.tasks.run_with_progress); the summary
+the GUI thread with a progress bar and Cancel (gui.background.run_with_progress); the summary
 (items, instances, what was skipped and why) is shown in the dialog at the end. No
 format logic here.
 """
@@ -122,7 +122,7 @@ class ExportDialog(QtWidgets.QDialog):
 
     def export(self):
         """Run the export with a progress bar; the summary goes into the dialog."""
-        from ..tasks import run_with_progress
+        from ..background import run_with_progress
         opts = self.options()
         if not opts["out"]:
             self.summary.setText("Choose where to save the export.")

@@ -110,7 +110,7 @@ class ImportDialog(QtWidgets.QDialog):
                 "as_predictions": self.as_predictions.isChecked()}
 
     def do_import(self):
-        from ..tasks import run_with_progress
+        from ..background import run_with_progress
         opts = self.options()
         if not opts["source"]:
             self.summary.setText("Choose a file or folder to import.")

@@ -1,7 +1,7 @@
 """The Train dialog: base, architecture, epochs, device — defaults that work in one click.
 
-The dialog only chooses options; `gui.workflow` starts `main.py train` with them in a
-child process (gui.workers.TrainingRunner). torch is imported lazily (only to name the
+The dialog only chooses options; `gui.loop.training` starts `main.py train` with them in a
+child process (gui.loop.runner.TrainingRunner). torch is imported lazily (only to name the
 GPU), so opening the dialog never costs a CUDA initialisation in the GUI process unless
 torch is already loaded.
 """

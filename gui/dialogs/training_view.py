@@ -1,6 +1,6 @@
 """Live view of a training run: loss and validation AP curves (QPainter), ETA, Cancel.
 
-`TrainingView.attach(runner)` connects to a gui.workers.TrainingRunner; the view only
+`TrainingView.attach(runner)` connects to a gui.loop.runner.TrainingRunner; the view only
 draws what the child process reports in its JSON lines (DESIGN.md section 5).
 """
 from __future__ import annotations

@@ -193,7 +193,7 @@ def test_magic_wand_selects_bright_square(window, qtbot):
     ctl = window.controller
     ctl.set_selection([])
     key(qtbot, window, Qt.Key_W)
-    window.canvas.tolerance = 100
+    window.canvas.tolerance = 5   # percent of the displayed range
     click(window, 80, 80)
     inst = ctl.annotation.instances[-1]
     expected = np.zeros((256, 256), bool)

@@ -16,8 +16,8 @@ from engine.annotations import Instance
 
 pytestmark = pytest.mark.gui
 
-from gui.workers import (SegmentService, TrainingRunner, describe_exit, entry_args,  # noqa: E402
-                         train_command)
+from gui.loop.inference import SegmentService  # noqa: E402
+from gui.loop.runner import TrainingRunner, describe_exit, entry_args, train_command  # noqa: E402
 
 
 class FakeProject:

@@ -1,6 +1,7 @@
 """Brush: paint with a disk of the current size ([ and ] change it); a drag puts the disk
-on every pixel along the path (as engine.masks.paint_disk). A stroke paints onto
-the one selected instance, or starts a new instance of the current label. While dragging,
+on every pixel along the path (as engine.masks.paint_disk). A stroke that touches the one
+selected instance grows it (Shift: grow it wherever the stroke is); any other stroke starts
+a new instance of the current label (engine.editing.brush_stroke). While dragging,
 only the touched pixels of the overlay are repainted; on release the whole stroke becomes
 one undo step."""
 from __future__ import annotations
@@ -28,7 +29,7 @@ class BrushTool(Tool):
     name = "brush"
     label = "Brush"
     shortcut = "B"
-    tip = "Paint onto the selected instance, or start a new one; [ and ] change the size"
+    tip = "Paint a new instance, or onto the selected one where the stroke touches it (Shift: always onto it); [ and ] change the size"
     cursor = QtCore.Qt.CrossCursor
     erase = False
 
@@ -44,6 +45,7 @@ class BrushTool(Tool):
         self._last: Optional[tuple[int, int]] = None
         self._index = 0
         self._targets: Optional[list] = None
+        self._extend = False
 
     @property
     def busy(self) -> bool:
@@ -84,6 +86,7 @@ class BrushTool(Tool):
         H, W = ctl.annotation.shape
         self._stroke = np.zeros((H, W), bool)
         self._box = None
+        self._extend = bool(event.modifiers() & QtCore.Qt.ShiftModifier)
         if self.erase:
             sel = ctl.selected_instances()
             self._targets = sel or None
@@ -139,7 +142,7 @@ class BrushTool(Tool):
             if self._targets is None:
                 overlay.paint_mask(m, bx0, by0, 0)
             else:
-                from ...edits import window_of
+                from engine.history import window_of
                 cover = np.zeros_like(m)
                 for inst in self._targets:
                     cover |= window_of(inst, (bx0, by0, bx1, by1))
@@ -155,7 +158,7 @@ class BrushTool(Tool):
             return False
         x0, y0, x1, y1 = box
         mask = stroke[y0:y1, x0:x1].copy()
-        done = self.controller.paint_stroke(mask, x0, y0, erase=self.erase)
+        done = self.controller.paint_stroke(mask, x0, y0, erase=self.erase, extend=self._extend)
         if not done:  # nothing changed: take the preview away
             self.canvas.rerender((x0, y0, x1, y1))
         return done
