@@ -13,6 +13,7 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from .. import theme
 from .layers import ArrayLayer, OverlayLayer, qimage_from_array
 from .overlay import MARGIN, Overlay, instance_color_index, instance_colors, palette
 from .tools import TOOLS, Tool
@@ -51,6 +52,7 @@ class CanvasView(QtWidgets.QGraphicsView):
         self._brush_size = 15
         self._tolerance = 10.0   # magic wand: percent of the displayed range
         self._pan_from: Optional[QtCore.QPoint] = None
+        self._fitted = False  # the image was fitted and the user has not zoomed since
         self._filter = None   # instance -> bool: which instances are drawn (e.g. the score slider)
         self._space = False
 
@@ -59,7 +61,7 @@ class CanvasView(QtWidgets.QGraphicsView):
         self.setViewportUpdateMode(QtWidgets.QGraphicsView.MinimalViewportUpdate)
         self.setOptimizationFlag(QtWidgets.QGraphicsView.DontAdjustForAntialiasing, True)
         self.setOptimizationFlag(QtWidgets.QGraphicsView.DontSavePainterState, True)
-        self.setBackgroundBrush(QtGui.QColor(38, 38, 42))
+        self.setBackgroundBrush(theme.color("canvas.background"))
         self.setFrameShape(QtWidgets.QFrame.NoFrame)
         self.setMouseTracking(True)
         self.setFocusPolicy(QtCore.Qt.StrongFocus)
@@ -255,6 +257,7 @@ class CanvasView(QtWidgets.QGraphicsView):
         return self.transform().m11()
 
     def set_zoom(self, scale: float, anchor_scene: Optional[QtCore.QPointF] = None) -> None:
+        self._fitted = False   # the user chose a zoom: a resize keeps it
         scale = max(MIN_ZOOM, min(MAX_ZOOM, scale))
         f = scale / self.zoom
         if abs(f - 1) < 1e-9:
@@ -272,6 +275,7 @@ class CanvasView(QtWidgets.QGraphicsView):
         if rect.isEmpty():
             return
         self.fitInView(rect, QtCore.Qt.KeepAspectRatio)
+        self._fitted = True    # until the user zooms, a resize fits again
         self.zoomChanged.emit(self.zoom)
 
     def wheelEvent(self, event: QtGui.QWheelEvent) -> None:
@@ -282,6 +286,8 @@ class CanvasView(QtWidgets.QGraphicsView):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
+        if self._fitted:
+            self.fit()
 
     # ------------------------------------------------------------------ mouse
     def _scene_pos(self, event) -> QtCore.QPointF:

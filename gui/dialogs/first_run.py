@@ -11,8 +11,6 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtWidgets
 
-from engine.errors import MaskLoopError
-
 
 def default_demo_dir() -> Path:
     docs = QtCore.QStandardPaths.writableLocation(QtCore.QStandardPaths.DocumentsLocation)
@@ -22,42 +20,11 @@ def default_demo_dir() -> Path:
 
 def build_demo(folder, progress=None, cancel=None) -> Path:
     """Make the demo project at `folder` (or reuse one there); returns its root."""
+    from engine.demo import build_demo as engine_build_demo
     from engine.project import MANIFEST
     folder = Path(folder)
-    if (folder / MANIFEST).exists():
-        return folder
-    try:
-        from engine import demo as _demo
-    except ImportError:
-        _demo = None
-    fn = None
-    for name in ("make_demo", "build_demo", "create_demo", "demo_project"):
-        fn = getattr(_demo, name, None) if _demo is not None else None
-        if callable(fn):
-            break
-        fn = None
-    if fn is not None:
-        try:
-            res = fn(folder, progress=progress, cancel=cancel)
-        except TypeError:
-            res = fn(folder)
-        root = getattr(res, "root", None) or (Path(res) if isinstance(res, (str, Path)) else folder)
-        return Path(root)
-    # the command line's `maskloop demo DIR`, in this process
-    from engine.cli import SUBCOMMANDS, build_parser, run
-    import contextlib
-    import io
-    if "demo" not in SUBCOMMANDS or "demo" not in build_parser().format_help():
-        raise MaskLoopError("this installation has no demo builder (maskloop demo)", folder)
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            status = run(["demo", str(folder)])
-    except SystemExit as e:  # argparse usage error
-        status = int(e.code or 2)
-    if status != 0:
-        raise MaskLoopError(err.getvalue().strip().splitlines()[-1] if err.getvalue().strip()
-                            else f"maskloop demo failed (exit status {status})", folder)
+    if not (folder / MANIFEST).exists():
+        engine_build_demo(folder, progress=progress, cancel=cancel)
     return folder
 
 

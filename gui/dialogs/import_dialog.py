@@ -12,6 +12,8 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtWidgets
 
+from .. import theme
+
 from engine.errors import CancelledError, MaskLoopError
 
 
@@ -129,12 +131,12 @@ class ImportDialog(QtWidgets.QDialog):
             return None
         except (MaskLoopError, OSError) as e:
             msg = e.one_line() if isinstance(e, MaskLoopError) else str(e)
-            self.summary.setStyleSheet("color: #c62828;")
+            theme.set_state(self.summary, "error")
             self.summary.setText(f"Nothing was imported: {msg}")
             return None
         finally:
             self.import_button.setEnabled(True)
-        self.summary.setStyleSheet("")
+        theme.set_state(self.summary, "")
         self.summary.setText("✓ " + self.report.summary())
         self.imported.emit(self.report)
         return self.report

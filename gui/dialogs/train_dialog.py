@@ -13,6 +13,8 @@ from typing import Optional
 
 from PyQt5 import QtWidgets
 
+from .. import theme
+
 ARCHS = ("r18fpn", "r50fpn", "r50fpn_v2", "r101fpn", "x101fpn")
 ARCH_TEXT = {
     "r18fpn": "ResNet-18 FPN — light, good on a CPU",
@@ -152,7 +154,7 @@ class TrainDialog(QtWidgets.QDialog):
         self.hint = QtWidgets.QLabel()
         self.hint.setObjectName("hintLabel")
         self.hint.setWordWrap(True)
-        self.hint.setStyleSheet("color: palette(mid);")
+        theme.set_state(self.hint, "muted")
 
         self.buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.Ok
                                                   | QtWidgets.QDialogButtonBox.Cancel)

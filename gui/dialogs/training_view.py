@@ -10,11 +10,13 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-LOSS_COLOR = QtGui.QColor(70, 130, 220)
-LOSS_RAW_COLOR = QtGui.QColor(70, 130, 220, 70)
-AP_COLOR = QtGui.QColor(230, 120, 30)
-AP50_COLOR = QtGui.QColor(40, 170, 90)
-ACC_COLOR = QtGui.QColor(160, 80, 200)
+from .. import theme
+
+LOSS_COLOR = theme.color("plot.loss")
+LOSS_RAW_COLOR = theme.color("plot.loss_raw")
+AP_COLOR = theme.color("plot.ap")
+AP50_COLOR = theme.color("plot.ap50")
+ACC_COLOR = theme.color("plot.acc50")
 
 CANCEL = "Cancel training"
 STOP_NOW = "Stop now"  # after Cancel: kill the child without waiting for its checkpoint
@@ -272,7 +274,7 @@ class TrainingView(QtWidgets.QWidget):
         self.plot.clear()
         self.log.clear()
         self.title.setText(description)
-        self.status.setStyleSheet("")
+        theme.set_state(self.status, "")
         self.status.setText("Starting the training process…")
         self.metrics.setText("")
         self.bar.setRange(0, 0)  # busy until the start event
@@ -349,10 +351,10 @@ class TrainingView(QtWidgets.QWidget):
             self.bar.setRange(0, 1)
         if ok:
             self.bar.setValue(self.bar.maximum())
-            self.status.setStyleSheet("color: #1a7f37;")
+            theme.set_state(self.status, "ok")
             self.status.setText("✓ " + message)
         else:
-            self.status.setStyleSheet("color: #c62828;" if kind != "cancelled" else "")
+            theme.set_state(self.status, "error" if kind != "cancelled" else "")
             self.status.setText(("✗ " if kind != "cancelled" else "") + message)
 
     def cancel(self) -> None:

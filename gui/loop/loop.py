@@ -82,38 +82,45 @@ class Loop(QtCore.QObject, Segmenting, Training):
         self.training_view.attach(self.runner)
         self.review_dock = w.add_dock("review", "Review", self.review_bar, QtCore.Qt.RightDockWidgetArea)
         self.models_dock = w.add_dock("models", "Models", self.models_panel, QtCore.Qt.RightDockWidgetArea)
+        # Models is looked at now and then: a tab behind Labels keeps room for the instance list
+        w.tabifyDockWidget(w.docks["labels"], self.models_dock)
+        w.docks["labels"].raise_()
         self.training_dock = w.add_dock("training", "Training", self.training_view, QtCore.Qt.BottomDockWidgetArea)
         self.training_dock.setVisible(False)
         self.segment_progress = SegmentProgress()
         self.segment_progress.cancel_button.clicked.connect(self.cancel_segment)
-        w.statusBar().addWidget(self.segment_progress)
+        w.status.add_field(self.segment_progress)
         self.no_model_label = QtWidgets.QLabel("")
         self.no_model_label.setObjectName("noModelLabel")
-        w.statusBar().addWidget(self.no_model_label)
+        self.no_model_label.setProperty("field", True)
+        w.status.add_field(self.no_model_label)
 
     def _build_actions(self) -> None:
         w = self.window
         A = w.add_action
         w.menu("model", "&Model")
-        self.act_segment = A("model", "Auto-segment this item", self.segment_current, "Ctrl+R",
-                             name="segment current", toolbar="model",
+        self.act_segment = A("model", "Auto-segment this item", self.segment_current,
+                             name="segment current", toolbar="model", icon="segment",
                              tip="Run the active model on the item on screen")
         self.act_segment_selected = A("model", "Auto-segment selected items", self.segment_selected,
                                       name="segment selected",
                                       tip="Run the active model on the items selected in the image list")
         self.act_segment_all = A("model", "Auto-segment all unreviewed items", self.segment_unreviewed,
-                                 "Ctrl+Shift+R", name="segment unreviewed", toolbar="model")
+                                 name="segment unreviewed", toolbar="model", icon="segment_all",
+                                 tip="Run the active model on every item not reviewed yet")
         self.act_classic = A("model", "Auto-segment without a model…", self.classic_dialog,
-                             name="segment classic", toolbar="model",
+                             name="segment classic", toolbar="model", icon="segment_classic",
                              tip="Threshold + watershed proposals for the first annotations")
-        self.act_cancel_segment = A("model", "Cancel auto-segment", self.cancel_segment, name="cancel segment")
+        self.act_cancel_segment = A("model", "Cancel auto-segment", self.cancel_segment, name="cancel segment",
+                                    icon="cancel")
         self.act_apply_pending = A("model", "Apply waiting results", self.review.apply_pending,
                                    name="apply pending",
                                    tip="Results that arrived while you were editing this item")
         w.menu("model").addSeparator()
-        self.act_train = A("model", "&Train…", self.train_dialog, "Ctrl+T", name="train", toolbar="model",
+        self.act_train = A("model", "&Train…", self.train_dialog, name="train", toolbar="model", icon="train",
                            tip="Fine-tune a model on the reviewed items (a child process)")
-        self.act_cancel_train = A("model", "Cancel training", self.cancel_training, name="cancel training")
+        self.act_cancel_train = A("model", "Cancel training", self.cancel_training, name="cancel training",
+                                  icon="cancel")
         self.act_resume_train = A("model", "Resume cancelled training", self.resume_training,
                                   name="resume training",
                                   tip="Continue the newest cancelled run where it stopped (same data and settings)")
@@ -124,30 +131,26 @@ class Loop(QtCore.QObject, Segmenting, Training):
         # review intents in the Item menu
         w.menu("item").addSeparator()
         self.act_accept = A("item", "&Accept item (mark reviewed)", self.review.accept_item,
-                            ["A", "Ctrl+Return"], name="accept item", toolbar="model",
+                            name="accept item", toolbar="model", icon="accept",
                             tip="Keep what is shown (predictions above the score slider) and mark reviewed")
-        self.act_reject = A("item", "&Reject selected predictions", self.review.reject_selected, "R",
-                            name="reject predictions")
+        self.act_reject = A("item", "&Reject selected predictions", self.review.reject_selected,
+                            name="reject predictions", icon="reject")
         self.act_reject_low = A("item", "Reject predictions below the score slider", self.review.reject_hidden,
                                 name="reject hidden")
         self.act_next_unreviewed = A("item", "Next &unreviewed item", lambda: self.review.next_unreviewed(),
-                                     "U", name="next unreviewed", toolbar="model")
+                                     name="next unreviewed", toolbar="model", icon="next_unreviewed",
+                                     tip="Go to the next item that is not reviewed yet")
+        self.act_accept.setIconText("Accept item")
+        self.act_next_unreviewed.setIconText("Next unreviewed")
+        self.act_train.setIconText("Train")
         # file menu: import / export / demo
         file_menu = w.menu("file")
-        quit_act = w.actions.get("quit")
-        imp = QtWidgets.QAction("&Import annotations…", w)
-        imp.triggered.connect(self.import_dialog)
-        exp = QtWidgets.QAction("&Export annotations…", w)
-        exp.setShortcut("Ctrl+E")
-        exp.triggered.connect(self.export_dialog)
-        demo = QtWidgets.QAction("Open &demo project…", w)
-        demo.triggered.connect(self.open_demo)
-        welcome = QtWidgets.QAction("&Welcome…", w)
-        welcome.triggered.connect(self.show_first_run)
-        for act, key in ((imp, "import"), (exp, "export"), (demo, "open demo"), (welcome, "welcome")):
-            w.addAction(act)
-            w.actions[key] = act
-        before = quit_act
+        before = w.actions.get("quit")
+        imp = A(None, "&Import annotations…", self.import_dialog, name="import", icon="import")
+        exp = A(None, "&Export annotations…", self.export_dialog, name="export", icon="export")
+        demo = A(None, "Open &demo project…", lambda: self.open_demo(), name="open demo", icon="demo",
+                 tip="Synthetic CT-like and microscopy-like images with a few reviewed items")
+        welcome = A(None, "&Welcome…", self.show_first_run, name="welcome")
         if before is not None:
             file_menu.insertSeparator(before)
             for act in (imp, exp, demo):
@@ -198,7 +201,7 @@ class Loop(QtCore.QObject, Segmenting, Training):
             return None
 
     def _status(self, text: str, ms: int = 8000) -> None:
-        self.window.statusBar().showMessage(text, ms)
+        self.window.show_message(text, ms)
 
     def _on_project(self, project) -> None:
         self.models_panel.set_project(project)

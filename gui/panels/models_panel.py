@@ -19,6 +19,8 @@ from typing import Callable, Optional
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from .. import theme
+
 METRIC_KEYS = ("mask_AP", "mask_AP50", "acc50")
 _STAMP = re.compile(r"(\d{8})-(\d{6})")
 
@@ -231,7 +233,7 @@ class ModelsPanel(QtWidgets.QWidget):
                 if is_active:
                     it.setFont(bold)
                 if col == 0:
-                    it.setForeground(QtGui.QBrush(QtGui.QColor(30, 150, 60)))
+                    it.setForeground(QtGui.QBrush(theme.color("models.active")))
                     it.setToolTip("active model: auto-segment uses it")
                 if col in self.METRIC_COLUMNS:
                     it.setTextAlignment(QtCore.Qt.AlignRight | QtCore.Qt.AlignVCenter)

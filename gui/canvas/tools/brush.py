@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from ... import theme
 from ..overlay import FILL, SEL_FILL, slot
 from .base import Tool, cosmetic_pen
 
@@ -28,7 +29,6 @@ def path_points(xa: int, ya: int, xb: int, yb: int) -> list[tuple[int, int]]:
 class BrushTool(Tool):
     name = "brush"
     label = "Brush"
-    shortcut = "B"
     tip = "Paint a new instance, or onto the selected one where the stroke touches it (Shift: always onto it); [ and ] change the size"
     cursor = QtCore.Qt.CrossCursor
     erase = False
@@ -37,7 +37,7 @@ class BrushTool(Tool):
         super().__init__(canvas)
         self._ring = QtWidgets.QGraphicsEllipseItem()
         self._ring.setZValue(30)
-        self._ring.setPen(cosmetic_pen(QtGui.QColor(255, 255, 255, 220), 1.0))
+        self._ring.setPen(cosmetic_pen(theme.color("canvas.ring"), 1.0))
         self._ring.setVisible(False)
         canvas.scene().addItem(self._ring)
         self._stroke: Optional[np.ndarray] = None

@@ -13,7 +13,6 @@ from .base import Tool
 class MagicWandTool(Tool):
     name = "wand"
     label = "Magic wand"
-    shortcut = "W"
     tip = "Click: flood fill from the pixel within the tolerance (% of the displayed range)"
     cursor = QtCore.Qt.PointingHandCursor
 

@@ -10,7 +10,6 @@ from .base import Tool
 class SelectTool(Tool):
     name = "select"
     label = "Select"
-    shortcut = "V"
     tip = "Click: pick the top instance; Tab: next one under the same point; Shift/Ctrl+click: add or remove"
     cursor = QtCore.Qt.ArrowCursor
 
