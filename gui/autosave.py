@@ -60,7 +60,7 @@ class Autosave(QtCore.QObject):
         self._watcher = QtCore.QFileSystemWatcher(self)
         self._watcher.fileChanged.connect(self._on_disk_change)
         self._watcher.directoryChanged.connect(self._on_disk_change)
-        self._writer = Background("autosave", self)
+        self._writer = Background("autosave")
 
     # ------------------------------------------------------------------ state
     @property

@@ -16,14 +16,21 @@ from PyQt5 import QtCore, QtWidgets
 from engine.jobs import CancelToken
 
 
-class Background(QtCore.QObject):
-    _deliver = QtCore.pyqtSignal(object)
+class _Relay(QtCore.QObject):
+    """Carries callables to the thread it lives in (the GUI thread) by a queued signal."""
+    deliver = QtCore.pyqtSignal(object)
 
-    def __init__(self, name: str, parent: Optional[QtCore.QObject] = None) -> None:
-        super().__init__(parent)
+
+class Background:
+    """One worker thread. Not a QObject child of anything: the relay it posts through lives
+    as long as this object (which every pending job references), so a worker finishing
+    after its window was closed never emits into a deleted Qt object."""
+
+    def __init__(self, name: str) -> None:
         self.name = name
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"maskloop-{name}")
-        self._deliver.connect(self._run_posted, QtCore.Qt.QueuedConnection)
+        self._relay = _Relay()
+        self._relay.deliver.connect(self._run_posted, QtCore.Qt.QueuedConnection)
         self._closed = False
 
     def submit(self, fn: Callable, *args, on_done: Optional[Callable[[Any], None]] = None,
@@ -47,10 +54,7 @@ class Background(QtCore.QObject):
         """Run callback on the GUI thread (callable from any thread)."""
         if self._closed:
             return
-        try:
-            self._deliver.emit(callback)
-        except RuntimeError:  # the QObject is gone (window closed meanwhile)
-            pass
+        self._relay.deliver.emit(callback)
 
     def _run_posted(self, callback) -> None:
         if not self._closed:

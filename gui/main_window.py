@@ -477,4 +477,5 @@ class MainWindow(QtWidgets.QMainWindow, ProjectActions):
             event.ignore()
             return
         self.save_layout()
+        self.controller.shutdown()   # the worker threads of prefetch and autosave
         event.accept()

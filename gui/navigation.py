@@ -29,7 +29,7 @@ class Navigator(QtCore.QObject):
         self.statuses: dict[str, str] = {}
         self.counts: dict[str, int] = {}
         self._slices: dict[int, list[str]] = {}
-        self.prefetch = ImagePrefetcher(parent=self)
+        self.prefetch = ImagePrefetcher()
         self.opening: Optional[str] = None  # the item request_item waits for
         self._count_queue: list[str] = []
         self._count_timer = QtCore.QTimer(self)

@@ -19,12 +19,12 @@ from .background import Background
 
 
 class ImagePrefetcher:
-    def __init__(self, max_items: int = 4, parent=None) -> None:
+    def __init__(self, max_items: int = 4) -> None:
         self.max_items = max_items
         self._project = None
         self._futures: dict[str, Future] = {}
         self._fetched: set[str] = set()  # asked for by fetch(): kept until taken
-        self.worker = Background("prefetch", parent)
+        self.worker = Background("prefetch")
 
     def set_project(self, project) -> None:
         self.clear()

@@ -38,7 +38,7 @@ class StatusBar(QtWidgets.QStatusBar):
             self.addPermanentWidget(w)
         self._timer = QtCore.QTimer(self)
         self._timer.setSingleShot(True)
-        self._timer.timeout.connect(lambda: self.message_label.setText(""))
+        self._timer.timeout.connect(self._clear_message)
 
     def add_field(self, widget: QtWidgets.QWidget) -> None:
         """A widget of its own between the message and the item (e.g. a progress bar)."""
@@ -52,6 +52,9 @@ class StatusBar(QtWidgets.QStatusBar):
             self._timer.start(ms)
         else:
             self._timer.stop()
+
+    def _clear_message(self) -> None:
+        self.message_label.setText("")
 
     def message(self) -> str:
         return self.message_label.text()

@@ -406,5 +406,5 @@ def cmd_demo(args) -> int:
     print(f"created demo project {root} with {len(proj.items)} item(s), {n_rev} reviewed "
           f"(labels: {', '.join(proj.labels.names())})")
     print(f"next: maskloop train {root} --epochs 10   then   maskloop segment {root}   "
-          f"or open it: python main.py {root}")
+          f"or open it: maskloop {root}")
     return 0

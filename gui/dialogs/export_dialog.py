@@ -12,9 +12,10 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtWidgets
 
-from .. import theme
-
 from engine.errors import CancelledError, MaskLoopError
+
+from .. import theme
+from .path_edit import PathEdit
 
 
 def run_export(project, out, *, fmt: str = "coco", only_reviewed: bool = True, copy_images: bool = False,
@@ -46,7 +47,7 @@ class ExportDialog(QtWidgets.QDialog):
         self.format.setObjectName("formatCombo")
         self.format.addItem("COCO instances JSON", "coco")
         self.format.addItem("labelme JSON (one file per image)", "labelme")
-        self.out = QtWidgets.QLineEdit(str(project.root / "export" / "coco.json"))
+        self.out = PathEdit(str(project.root / "export" / "coco.json"))
         self.out.setObjectName("outEdit")
         browse = QtWidgets.QPushButton("Browse…")
         browse.clicked.connect(self._browse)

@@ -12,9 +12,10 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtWidgets
 
-from .. import theme
-
 from engine.errors import CancelledError, MaskLoopError
+
+from .. import theme
+from .path_edit import PathEdit
 
 
 def run_import(project, source, *, fmt: str, label: Optional[str] = None, as_predictions: bool = False,
@@ -53,7 +54,7 @@ class ImportDialog(QtWidgets.QDialog):
         self.format.addItem("COCO instances JSON", "coco")
         self.format.addItem("labelme JSON (a file or a folder of them)", "labelme")
         self.format.addItem("Label maps (integer label images: Cellpose, StarDist, ImageJ)", "labelmap")
-        self.source = QtWidgets.QLineEdit()
+        self.source = PathEdit()
         self.source.setObjectName("sourceEdit")
         browse_file = QtWidgets.QPushButton("File…")
         browse_file.clicked.connect(self._browse_file)

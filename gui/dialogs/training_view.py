@@ -88,7 +88,9 @@ class CurvePlot(QtWidgets.QWidget):
         pal = self.palette()
         p.fillRect(self.rect(), pal.color(QtGui.QPalette.Base))
         fm = p.fontMetrics()
-        left, right, top, bottom = fm.width("0.000") + 14, fm.width("1.0") + 16, 26, fm.height() + 20
+        title_w = fm.height() + 4   # room for the rotated axis titles
+        left, right = fm.width("0.000") + 14 + title_w, fm.width("1.0") + 16 + title_w
+        top, bottom = 26, 2 * fm.height() + 8
         plot = QtCore.QRectF(left, top, max(10, self.width() - left - right),
                              max(10, self.height() - top - bottom))
         text_color = pal.color(QtGui.QPalette.Text)
@@ -145,6 +147,8 @@ class CurvePlot(QtWidgets.QWidget):
             x += xstep
         p.drawText(QtCore.QRectF(plot.left(), plot.bottom() + fm.height() + 2, plot.width(), fm.height()),
                    QtCore.Qt.AlignHCenter, "epoch")
+        self._axis_title(p, "training loss", 2, plot, -90)
+        self._axis_title(p, "validation score (0–1)", self.width() - 2, plot, 90)
         p.setPen(QtGui.QPen(text_color, 1))
         p.drawRect(plot)
 
@@ -158,6 +162,11 @@ class CurvePlot(QtWidgets.QWidget):
             p.drawPolyline(polyline(self.loss, YL))
             p.setPen(QtGui.QPen(LOSS_COLOR, 2))
             p.drawPolyline(polyline(self.smooth, YL))
+        elif self.loss:
+            p.setPen(QtGui.QPen(LOSS_COLOR, 2))
+            p.setBrush(LOSS_COLOR)
+            p.drawEllipse(QtCore.QPointF(X(self.loss[0][0]), YL(self.loss[0][1])), 3.5, 3.5)
+            p.setBrush(QtCore.Qt.NoBrush)
         for key, color in (("mask_AP", AP_COLOR), ("mask_AP50", AP50_COLOR), ("acc50", ACC_COLOR)):
             pts = self.val[key]
             if not pts:
@@ -165,6 +174,11 @@ class CurvePlot(QtWidgets.QWidget):
             p.setPen(QtGui.QPen(color, 2))
             if len(pts) > 1:
                 p.drawPolyline(polyline(pts, YR))
+            else:   # one validation so far (a one-epoch run): its level across the plot
+                p.setPen(QtGui.QPen(color, 1.5, QtCore.Qt.DashLine))
+                p.drawLine(QtCore.QPointF(plot.left(), YR(pts[0][1])), QtCore.QPointF(plot.right(), YR(pts[0][1])))
+                p.drawText(QtCore.QPointF(plot.left() + 4, YR(pts[0][1]) - 3), f"{pts[0][1]:.3f}")
+                p.setPen(QtGui.QPen(color, 2))
             p.setBrush(color)
             for a, b in pts:
                 p.drawEllipse(QtCore.QPointF(X(a), YR(b)), 3.5, 3.5)
@@ -181,6 +195,17 @@ class CurvePlot(QtWidgets.QWidget):
             p.drawText(QtCore.QPointF(x + 20, 12 + fm.ascent() / 2 - 1), text)
             x += 28 + fm.width(text)
         p.end()
+
+    def _axis_title(self, p: QtGui.QPainter, text: str, x: float, plot: QtCore.QRectF, angle: int) -> None:
+        """A title along a vertical axis, rotated to read along it."""
+        p.save()
+        p.setPen(self.palette().color(QtGui.QPalette.Text))
+        p.translate(x, plot.center().y())
+        p.rotate(angle)
+        h = p.fontMetrics().height()
+        box = QtCore.QRectF(-plot.height() / 2, 0, plot.height(), h)
+        p.drawText(box, QtCore.Qt.AlignCenter, text)
+        p.restore()
 
 
 class TrainingView(QtWidgets.QWidget):

@@ -26,6 +26,7 @@ from PyQt5 import QtCore
 
 from engine.errors import CancelledError, MaskLoopError
 from engine.jobs import CancelToken
+from engine.results import check_labels
 
 from ..background import Background
 
@@ -160,13 +161,10 @@ class PredictorWorker:
                 self.failed.emit(job.job_id, f"cannot load the model {job.model_path}: "
                                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 return
-            names = list(getattr(predictor, "label_names", None) or [])
-            labels = getattr(job.project, "labels", None)
-            missing = [n for n in names if labels is not None and n not in labels]
-            if missing:
-                self.failed.emit(job.job_id, f"the model predicts label(s) this project does not have: "
-                                             f"{', '.join(missing)}; add them (Labels panel) or choose "
-                                             f"another model")
+            try:   # engine.results: the one label check (as `maskloop segment`)
+                check_labels(predictor.label_names, job.project.labels, path=job.model_path)
+            except MaskLoopError as e:
+                self.failed.emit(job.job_id, f"{e.one_line()} (Labels panel, or another model)")
                 return
         elif job.mode != "classic":
             self.failed.emit(job.job_id, f"unknown segment mode {job.mode!r}")
@@ -242,7 +240,7 @@ class SegmentService(QtCore.QObject):
     def __init__(self, parent=None, predictor_factory: Callable = default_predictor_factory,
                  device: str = "auto") -> None:
         super().__init__(parent)
-        self._background = Background("predictor", self)
+        self._background = Background("predictor")
         self.worker = PredictorWorker(self._report, predictor_factory, device)
         self._next_id = 1
         self._pending: dict[int, SegmentJob] = {}
@@ -294,7 +292,8 @@ class SegmentService(QtCore.QObject):
         self._next_id += 1
         was_busy = self.busy
         self._pending[job.job_id] = job
-        self._background.submit(self.worker.run, job)
+        self._background.submit(self.worker.run, job, on_error=lambda e, jid=job.job_id: self._deliver(
+            "failed", (jid, f"auto-segment stopped: {type(e).__name__}: {e}")))
         if not was_busy:
             self.busyChanged.emit(True)
         return job.job_id

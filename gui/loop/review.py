@@ -1,5 +1,4 @@
-"""Reviewing model output: apply results, score slider, accept / reject, next unreviewed,
-and the cold-start "auto-segment without a model" dialog.
+"""Reviewing model output: apply results, score slider, accept / reject, next unreviewed.
 
 Rules:
 - Reviewed items are never overwritten by auto-segment.
@@ -9,7 +8,7 @@ Rules:
   user applies them, so work in progress is never replaced behind their back.
 - Results for other items are written to their annotation files (the engine's atomic
   save), replacing earlier model output and keeping manual, classic and imported
-  instances — the same rule as `maskloop segment` (Predictor.predict_items).
+  instances — engine.results' merge rule, the one `maskloop segment` uses too.
 - The score slider hides low-score predictions live; "Accept" keeps what is shown:
   predictions hidden by the slider are removed and the item becomes "reviewed".
 """
@@ -21,35 +20,8 @@ from PyQt5 import QtCore, QtWidgets
 
 from engine.annotations import Instance, ItemAnnotation
 from engine.errors import MaskLoopError
-
 from engine.history import Change
-
-DEFAULT_SCORE = 0.5      # the slider's start
-STORE_SCORE = 0.25       # predictions below this are not kept at all (the slider's floor)
-
-
-# --------------------------------------------------------------------------------------
-# pure helpers
-# --------------------------------------------------------------------------------------
-
-def merge_results(ann: ItemAnnotation, results: list[Instance], replace_source: str) -> tuple[list, list]:
-    """(instances to remove, instances to add) when `results` (all of `replace_source`)
-    arrive for `ann`: earlier instances of that source go, other instances stay, and
-    results that duplicate a kept instance (mask IoU >= 0.5) are left out."""
-    from engine.masks import iou
-    remove = [i for i in ann.instances if i.source == replace_source]
-    kept = [i for i in ann.instances if i.source != replace_source]
-    add = []
-    for p in results:
-        dup = False
-        for q in kept:
-            if (p.x0 < q.x0 + q.width and q.x0 < p.x0 + p.width and p.y0 < q.y0 + q.height
-                    and q.y0 < p.y0 + p.height and iou(p, q) >= 0.5):
-                dup = True
-                break
-        if not dup:
-            add.append(p)
-    return remove, add
+from engine.results import DEFAULT_SCORE, STORE_SCORE, above_floor, merge_results, merged_annotation
 
 
 def is_prediction(inst: Instance) -> bool:
@@ -123,8 +95,8 @@ class Review(QtCore.QObject):
         project = ctl.project
         if project is None:
             return "failed"
-        instances = [i for i in instances if source != "model" or i.score is None
-                     or i.score >= STORE_SCORE]
+        if source == "model":
+            instances = above_floor(instances)
         if item_id == ctl.item_id and ctl.annotation is not None:
             if ctl.annotation.status == "reviewed":
                 self.message.emit(f"{item_id} is reviewed: auto-segment leaves it as it is")
@@ -146,14 +118,9 @@ class Review(QtCore.QObject):
             self.pendingChanged.emit()
             return "pending"
         try:
-            ann = project.load_annotation(item_id)
-            if ann.status == "reviewed":
-                return "skipped"
-            remove, add = merge_results(ann, instances, source)
-            gone = {i.id for i in remove}
-            ann.instances = [i for i in ann.instances if i.id not in gone] + add
-            if ann.status == "new" or source == "model":
-                ann.status = "predicted"
+            ann = merged_annotation(project.load_annotation(item_id), instances, source=source)
+            if ann is None:
+                return "skipped"   # reviewed
             project.save_annotation(ann)
         except (MaskLoopError, OSError) as e:
             self.message.emit(f"{item_id}: results not saved ({e})")

@@ -8,7 +8,6 @@ project with it, and GPU memory returns when the process ends.
 """
 from __future__ import annotations
 
-import json
 import signal
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Callable, Optional
 from PyQt5 import QtCore
 
 from engine.errors import MaskLoopError
+from engine.events import parse_line
 
 
 OOM_MARKERS = ("out of memory", "outofmemoryerror", "cannot allocate memory", "memoryerror",
@@ -127,6 +127,7 @@ class TrainingRunner(QtCore.QObject):
         self._err_tail: deque = deque(maxlen=40)
         self._err_buf = b""
         self._done_event: Optional[dict] = None
+        self._activated_event: Optional[dict] = None
         self._error_event: Optional[dict] = None
         self._cancelled = False
         self._reported = False
@@ -155,6 +156,7 @@ class TrainingRunner(QtCore.QObject):
         self._err_tail.clear()
         self._done_event = None
         self._error_event = None
+        self._activated_event = None
         self._cancelled = False
         self._reported = False
         self.start_event = None
@@ -217,13 +219,8 @@ class TrainingRunner(QtCore.QObject):
     def _handle_line(self, line: str) -> None:
         if not line:
             return
-        ev = None
-        if line.startswith("{"):
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                ev = None
-        if not isinstance(ev, dict) or "event" not in ev:
+        ev = parse_line(line)   # engine.events: the one schema of these lines
+        if ev is None:
             self.logLine.emit(line)
             return
         self.events.append(ev)
@@ -242,6 +239,8 @@ class TrainingRunner(QtCore.QObject):
         elif kind == "error":
             self._error_event = ev
             self.errorEvent.emit(ev)
+        elif kind == "activated":
+            self._activated_event = ev
 
     def _on_error(self, err) -> None:
         if err == QtCore.QProcess.FailedToStart:
@@ -279,6 +278,11 @@ class TrainingRunner(QtCore.QObject):
     def done_event(self) -> Optional[dict]:
         """The child's `done` event of the last run (None when it did not finish)."""
         return self._done_event
+
+    @property
+    def activated_event(self) -> Optional[dict]:
+        """The child's verdict on the new run (`activated`: run, active, reason), if it gave one."""
+        return self._activated_event
 
     def stderr_tail(self) -> str:
         return "\n".join(self._err_tail)

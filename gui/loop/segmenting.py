@@ -9,10 +9,10 @@ from typing import Optional
 from PyQt5 import QtWidgets
 
 from engine.errors import MaskLoopError
+from engine.results import STORE_SCORE
 
 from ..dialogs.classic_dialog import ClassicDialog
 from ..dialogs.training_view import format_eta
-from .review import STORE_SCORE
 
 
 class SegmentProgress(QtWidgets.QWidget):

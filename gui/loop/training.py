@@ -125,35 +125,22 @@ class Training:
         if not run_id:
             self._status("training finished, but it did not say which run it wrote")
             return
-        # `maskloop train` may itself have made the run active (engine rule: not worse than
-        # the active model on the new run's validation items); adopt what is on disk
-        before = self.project.active_model
-        on_disk = self._active_on_disk()
-        if on_disk != before and (on_disk is None or (self.project.models_dir / on_disk / "model.pt").exists()):
-            self.project.active_model = on_disk
-        if self.project.active_model == run_id:
+        # `maskloop train` applies the activation rule itself and says so in an `activated`
+        # event (it wrote the manifest when the run became active); without one, the
+        # Models panel applies the same rule (engine.runs.decide_activation)
+        verdict = self.runner.activated_event
+        if verdict is not None and verdict.get("run") == run_id and verdict.get("active"):
+            self.project.active_model = run_id   # already so on disk
             self.models_panel.refresh()
             self.models_panel.activeModelChanged.emit(run_id)
             became_active = True
+        elif verdict is not None and verdict.get("run") == run_id:
+            became_active = self.models_panel.offer_new_run(run_id, verdict=False, reason=verdict.get("reason", ""))
         else:
-            # the child compared the runs on the new run's validation items and kept the
-            # old one ("kept ... as the active model (...)"): ask, quoting its reason
-            kept = [ln for ln in self.runner.stderr_tail().splitlines() if ln.startswith("kept ")]
-            if kept and before:
-                became_active = self.models_panel.offer_new_run(run_id, verdict=False, reason=kept[-1])
-            else:
-                became_active = self.models_panel.offer_new_run(run_id)
+            became_active = self.models_panel.offer_new_run(run_id)
         self.last_train_seconds = time.perf_counter() - clicked if clicked else None
         if became_active:
             self._status(f"new model {run_id} is active; auto-segment uses it now", 15000)
-
-    def _active_on_disk(self) -> Optional[str]:
-        from engine.project import read_json_file
-        try:
-            data = read_json_file(self.project.manifest_path, "manifest")
-        except MaskLoopError:
-            return self.project.active_model
-        return data.get("active_model") if isinstance(data, dict) else self.project.active_model
 
 
 def _epochs_text(run: dict) -> str:

@@ -297,7 +297,7 @@ def test_a_corrected_prediction_becomes_manual_and_survives_auto_segment(window,
     """Painting on, erasing from, splitting or relabelling a model prediction makes it the
     user's: auto-segment replaces model output only, so the correction is not lost when
     the item is segmented again. Undo gives the prediction back."""
-    from gui.review import merge_results
+    from engine.results import merge_results
     ctl = window.controller
     c = ctl.annotation.find("C")
     c.source, c.score, c.model = "model", 0.9, "run-1"  # disk C came from a model

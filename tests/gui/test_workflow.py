@@ -46,10 +46,10 @@ def add_fake_run(project, run, ap, arch="r18fpn"):
     folder = project.models_dir / run
     folder.mkdir(parents=True)
     (folder / "model.pt").write_bytes(b"fake")
-    (folder / "config.json").write_text(json.dumps({"arch": arch, "base": "scratch", "train_items": 4,
-                                                    "val_items": 1}))
-    (folder / "metrics.json").write_text(json.dumps({"best": {"mask_AP": ap, "mask_AP50": ap + 0.1,
-                                                              "acc50": ap}}))
+    (folder / "config.json").write_text(json.dumps({"schema": 1, "run": run, "arch": arch, "base": "scratch"}))
+    (folder / "metrics.json").write_text(json.dumps({"schema": 1, "status": "done", "train_items": 4,
+                                                     "val_items": 1, "best": {"mask_AP": ap, "mask_AP50": ap + 0.1,
+                                                                              "acc50": ap}}))
 
 
 def test_install_adds_menus_docks_and_toolbar(win):
@@ -206,7 +206,7 @@ def test_models_panel_activation_rule(qtbot, win):
     assert panel.offer_new_run("run-20240101-000000")          # nothing active yet
     assert proj.active_model == "run-20240101-000000"
     assert not panel.offer_new_run("run-20240102-000000")      # worse: asked, said no
-    assert asked and "worse" in asked[0] and proj.active_model == "run-20240101-000000"
+    assert asked and "kept run-20240101-000000" in asked[0] and proj.active_model == "run-20240101-000000"
     panel.ask = lambda text: True
     assert panel.offer_new_run("run-20240102-000000")          # worse, but the user said yes
     assert proj.active_model == "run-20240102-000000"

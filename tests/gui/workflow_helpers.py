@@ -32,6 +32,7 @@ class TruthPredictor:
 
     def __init__(self, path, device, truth, delay=0.0):
         self.path, self.device, self.truth, self.delay = path, device, truth, delay
+        self.label_names = list(next(iter(truth.values())).labels)   # as a checkpoint names its classes
 
     def predict(self, image, *, score_threshold=0.5, tile=None, progress=None, cancel=None):
         time.sleep(self.delay)
