@@ -14,8 +14,8 @@ def _field(min_width: int = 0, name: str = "") -> QtWidgets.QLabel:
     lab = QtWidgets.QLabel()
     lab.setProperty("field", True)      # style.qss draws a separator before each field
     lab.setObjectName(name)
-    if min_width:
-        lab.setMinimumWidth(min_width)
+    # an explicit minimum: a long text is cut, it never makes the window wider than the screen
+    lab.setMinimumWidth(min_width or 40)
     return lab
 
 
@@ -42,6 +42,8 @@ class StatusBar(QtWidgets.QStatusBar):
 
     def add_field(self, widget: QtWidgets.QWidget) -> None:
         """A widget of its own between the message and the item (e.g. a progress bar)."""
+        if isinstance(widget, QtWidgets.QLabel) and widget.minimumWidth() == 0:
+            widget.setMinimumWidth(40)
         self.insertWidget(1, widget)
 
     def show_message(self, text: str, ms: int = 6000) -> None:

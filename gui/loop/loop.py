@@ -219,7 +219,9 @@ class Loop(QtCore.QObject, Segmenting, Training):
     def _update_no_model(self) -> None:
         p = self.project
         if p is not None and not self.active_model_path():
-            self.no_model_label.setText("No model trained yet — Model › Auto-segment without a model")
+            self.no_model_label.setText("No model trained yet")
+            self.no_model_label.setToolTip("Start with Model › Auto-segment without a model, correct and "
+                                           "accept a few items, then Train")
             self.no_model_label.setVisible(True)
         else:
             self.no_model_label.setText("")
