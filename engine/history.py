@@ -246,7 +246,7 @@ def build_and_apply(ann: ItemAnnotation, changes: list[Change]) -> tuple[list[Op
             patch = PatchOp.make(cur, new, ch.hint)
             if patch is not None:
                 op_list.append(patch)
-            after = {name: getattr(new, name) for name in ("label", "score", "source", "model")}
+            after = {name: getattr(new, name) for name in ("label", "score", "source", "model", "object_id")}
             if (patch is not None or new.label != cur.label) and cur.source == new.source == "model":
                 # a corrected prediction is the user's now: auto-segment replaces model
                 # output but keeps manual instances, so the correction survives a re-run

@@ -54,6 +54,7 @@ class MainWindow(QtWidgets.QMainWindow, ProjectActions):
         if loop:
             from .loop import Loop
             self.loop = Loop(self)
+        # other parts of the window in modules of their own: call their install(self) here
         self._set_empty_canvas_actions()
 
     # ------------------------------------------------------------------ building blocks
@@ -306,10 +307,10 @@ class MainWindow(QtWidgets.QMainWindow, ProjectActions):
         c.itemLoading.connect(self._on_loading)
         c.dirtyChanged.connect(self._on_dirty)
         c.saved.connect(lambda _i: self._on_dirty(False))
-        c.saveFailed.connect(lambda i, msg: self._notify(f"Could not save {i}: {msg}", error=True))
+        c.saveFailed.connect(lambda i, msg: self.notify(f"Could not save {i}: {msg}", error=True))
         c.externalChange.connect(self._on_external)
         c.message.connect(lambda m: self.show_message(m, 6000))
-        c.error.connect(lambda m: self._notify(m, error=True))
+        c.error.connect(lambda m: self.notify(m, error=True))
         c.selectionChanged.connect(lambda _s: self._update_enabled())
 
     # ------------------------------------------------------------------ state display
@@ -384,7 +385,7 @@ class MainWindow(QtWidgets.QMainWindow, ProjectActions):
         if what == "reloaded":
             self.show_message(f"{item_id} was changed by another program and has been reloaded", 8000)
 
-    def _notify(self, message: str, error: bool = False) -> None:
+    def notify(self, message: str, error: bool = False) -> None:
         """Status bar plus a non-blocking message box (never a nested event loop)."""
         self.show_message(message, 10000)
         if error and self.isVisible():
@@ -455,9 +456,17 @@ class MainWindow(QtWidgets.QMainWindow, ProjectActions):
         if geom is not None:
             self.restoreGeometry(geom)
         else:
-            self.resize(1400, 900)
+            avail = QtWidgets.QApplication.primaryScreen().availableGeometry()
+            self.resize(min(1400, avail.width()), min(900, avail.height()))
         if state is None or not self.restoreState(state):
-            self.resizeDocks([self.docks["images"], self.docks["labels"]], [280, 300], QtCore.Qt.Horizontal)
+            self.default_layout()
+
+    def default_layout(self) -> None:
+        """Dock sizes for a first start: the instance list gets the height on the right."""
+        d = self.docks
+        self.resizeDocks([d["images"], d["labels"]], [280, 340], QtCore.Qt.Horizontal)
+        right = [d[k] for k in ("labels", "instances", "review") if k in d]
+        self.resizeDocks(right, [150, 400, 150][:len(right)], QtCore.Qt.Vertical)
 
     def save_layout(self) -> None:
         s = settings()

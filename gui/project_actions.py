@@ -18,7 +18,7 @@ def settings() -> QtCore.QSettings:
 
 
 class ProjectActions:
-    # provided by MainWindow: controller, canvas, _notify, recent_menu
+    # provided by MainWindow: controller, canvas, notify, recent_menu
     def open_project(self, root) -> bool:
         ok = self.controller.open_project(root)
         if ok:
@@ -90,7 +90,7 @@ class ProjectActions:
         try:
             proj = run_with_progress(self, "Adding images", work)
         except MaskLoopError as e:
-            self._notify(e.one_line(), error=True)
+            self.notify(e.one_line(), error=True)
             proj = None
         if not existed and (proj is None or (paths and not proj.items)):
             _remove_new_project(root, root_existed)
@@ -113,7 +113,7 @@ class ProjectActions:
         try:
             new = run_with_progress(self, "Adding images", c.project.add, paths)
         except MaskLoopError as e:
-            self._notify(e.one_line(), error=True)
+            self.notify(e.one_line(), error=True)
             return []
         c.on_items_added(new)
         return new

@@ -42,6 +42,7 @@ def main(out: Path) -> None:
         print("wrote", out / name)
 
     empty = MainWindow()
+    empty.default_layout()
     empty.resize(1280, 720)
     empty.show()
     shot(empty, "window_empty_1280x720.png")
@@ -50,6 +51,7 @@ def main(out: Path) -> None:
     for w, h in ((1280, 720), (1920, 1080)):
         win = MainWindow()
         win.resize(w, h)
+        win.default_layout()
         win.show()
         win.open_project(root)
         settle()

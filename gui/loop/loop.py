@@ -289,7 +289,7 @@ class Loop(QtCore.QObject, Segmenting, Training):
         try:
             root = run_with_progress(self.window, "Building the demo project", build_demo, folder)
         except MaskLoopError as e:
-            self.window._notify(e.one_line(), error=True)
+            self.window.notify(e.one_line(), error=True)
             return False
         return self.window.open_project(root)
 

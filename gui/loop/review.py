@@ -299,9 +299,9 @@ class ReviewBar(QtWidgets.QWidget):
         preds = [i for i in ann.instances if is_prediction(i)]
         hidden = sum(1 for i in preds if not self.review.visible(i))
         other = len(ann.instances) - len(preds)
-        text = f"{ann.status}: {len(preds) - hidden} prediction(s) shown"
+        text = f"{ann.status} · {len(preds) - hidden} prediction(s) shown"
         if hidden:
-            text += f", {hidden} hidden below {self.review.score_threshold:.2f}"
+            text += f" · {hidden} hidden below {self.review.score_threshold:.2f}"
         if other:
-            text += f", {other} other instance(s)"
+            text += f" · {other} other"
         self.counts.setText(text)

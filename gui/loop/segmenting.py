@@ -163,7 +163,7 @@ class Segmenting:
         self.jobs.pop(jid, None)
         if not self.segmenter.busy:
             self.segment_progress.setVisible(False)
-        self.window._notify(f"Auto-segment stopped: {message}", error=True)
+        self.window.notify(f"Auto-segment stopped: {message}", error=True)
 
     def _on_active_model(self, run_id) -> None:
         path = self.active_model_path()

@@ -27,7 +27,7 @@ class Training:
             return False
         self._train_clicked_at = time.perf_counter()
         if not c.flush():
-            self.window._notify("The current item's edits could not be saved; save them before training",
+            self.window.notify("The current item's edits could not be saved; save them before training",
                                 error=True)
             return False
         statuses = {it.id: c.status_of(it.id) for it in c.items}
@@ -114,7 +114,7 @@ class Training:
             if kind == "cancelled":
                 self._status(message + " — Model › Resume cancelled training continues it")
             else:
-                self.window._notify(message, error=True)
+                self.window.notify(message, error=True)
             return
         done = self.runner.done_event or {}
         run_id = done.get("run")

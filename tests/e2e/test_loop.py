@@ -65,7 +65,7 @@ def window(qtbot, monkeypatch):
     win.show()
     qtbot.waitExposed(win)
     notes = []
-    win._notify = lambda msg, error=False: notes.append(msg)
+    win.notify = lambda msg, error=False: notes.append(msg)
     win.notes = notes
     yield win
     win.loop.shutdown()

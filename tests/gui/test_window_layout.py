@@ -198,7 +198,7 @@ def test_a_failed_open_images_leaves_no_project_behind(qtbot, tmp_path, monkeypa
     bad = tmp_path / "broken.tif"
     bad.write_bytes(b"II*\x00 not a tiff at all")
     notes = []
-    win._notify = lambda msg, error=False: notes.append(msg)
+    win.notify = lambda msg, error=False: notes.append(msg)
     root = tmp_path / "broken_maskloop"
     assert not win.make_project(root, [bad])
     assert notes and not root.exists() and win.controller.project is None

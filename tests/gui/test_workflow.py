@@ -288,7 +288,7 @@ def test_a_training_crash_is_reported_and_the_project_untouched(qtbot, win, tmp_
                       " flush=True)\nsys.stderr.write('RuntimeError: CUDA out of memory\\n')\nsys.exit(1)\n")
     wf.runner._command_factory = lambda *a, **k: [sys.executable, str(script)]
     notes = []
-    win._notify = lambda msg, error=False: notes.append(msg)
+    win.notify = lambda msg, error=False: notes.append(msg)
     with qtbot.waitSignal(wf.runner.finished, timeout=20000):
         wf.start_training({"arch": "r18fpn", "base": "scratch", "epochs": 1, "device": "cpu"})
     assert notes and "out of memory" in notes[0]
