@@ -67,6 +67,24 @@ def main(out: Path) -> None:
         shot(win, f"window_ct_stack_{w}x{h}.png")
         win.controller.close_project(force=True)
         win.close()
+    # the Training dock's view, fed the events of a short run
+    from gui.dialogs.training_view import TrainingView
+    view = TrainingView()
+    view.resize(760, 360)
+    view.show()
+    view.begin("Training r18fpn from coco on 8 reviewed item(s), 6 epoch(s), device cpu")
+    view.on_start({"event": "start", "epochs": 6, "iters_per_epoch": 8, "device": "cpu",
+                   "train_items": 7, "val_items": 1})
+    for e in range(1, 7):
+        for i in range(1, 9):
+            view.on_iter({"event": "iter", "epoch": e, "iter": i, "loss": 2.2 / (1 + 0.6 * ((e - 1) * 8 + i)) ** 0.5,
+                          "losses": {}, "lr": 0.01, "eta_s": (6 - e) * 40.0})
+        view.on_epoch({"event": "epoch", "epoch": e, "metrics": {"mask_AP": 0.12 + 0.07 * e, "mask_AP50": 0.3 + 0.08 * e,
+                                                                "acc50": 0.35 + 0.07 * e}, "checkpoint": "x"})
+    settle()
+    view.grab().save(str(out / "training.png"))
+    print("wrote", out / "training.png")
+    view.close()
     app.processEvents()
 
 

@@ -148,7 +148,7 @@ class CurvePlot(QtWidgets.QWidget):
         p.drawText(QtCore.QRectF(plot.left(), plot.bottom() + fm.height() + 2, plot.width(), fm.height()),
                    QtCore.Qt.AlignHCenter, "epoch")
         self._axis_title(p, "training loss", 2, plot, -90)
-        self._axis_title(p, "validation score (0–1)", self.width() - 2, plot, 90)
+        self._axis_title(p, "validation", self.width() - 2, plot, 90)
         p.setPen(QtGui.QPen(text_color, 1))
         p.drawRect(plot)
 

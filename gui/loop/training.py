@@ -129,6 +129,8 @@ class Training:
         # event (it wrote the manifest when the run became active); without one, the
         # Models panel applies the same rule (engine.runs.decide_activation)
         verdict = self.runner.activated_event
+        if verdict is None and self._active_on_disk() == run_id:
+            verdict = {"run": run_id, "active": True}   # a child that activated without saying so
         if verdict is not None and verdict.get("run") == run_id and verdict.get("active"):
             self.project.active_model = run_id   # already so on disk
             self.models_panel.refresh()
@@ -141,6 +143,14 @@ class Training:
         self.last_train_seconds = time.perf_counter() - clicked if clicked else None
         if became_active:
             self._status(f"new model {run_id} is active; auto-segment uses it now", 15000)
+
+    def _active_on_disk(self) -> Optional[str]:
+        """The active model as the project's manifest on disk has it now."""
+        from engine.project import Project
+        try:
+            return Project.open(self.project.root).active_model
+        except MaskLoopError:
+            return None
 
 
 def _epochs_text(run: dict) -> str:

@@ -43,7 +43,7 @@ class ModelsPanel(QtWidgets.QWidget):
     activeModelChanged = QtCore.pyqtSignal(object)   # run id or None
     message = QtCore.pyqtSignal(str)
 
-    COLUMNS = ("", "Run", "mask AP", "AP50", "acc50", "Items")
+    COLUMNS = ("", "Run", "AP", "AP50", "acc50", "Items")
     METRIC_COLUMNS = (2, 3, 4)
 
     def __init__(self, parent=None) -> None:
@@ -67,6 +67,9 @@ class ModelsPanel(QtWidgets.QWidget):
         hh.setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
         hh.setSectionResizeMode(1, QtWidgets.QHeaderView.Stretch)   # the run id takes what is left
         hh.setStretchLastSection(False)
+        self.table.horizontalHeaderItem(2).setToolTip("validation mask AP (COCO, IoU 0.50:0.95)")
+        self.table.horizontalHeaderItem(3).setToolTip("validation mask AP at IoU 0.50")
+        self.table.horizontalHeaderItem(4).setToolTip("share of objects found at IoU ≥ 0.50")
         self.table.horizontalHeaderItem(5).setToolTip("training items + validation items")
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemDoubleClicked.connect(lambda *_: self.make_active_selected())

@@ -280,6 +280,22 @@ def test_training_through_the_window_activates_the_new_model(qtbot, win, tmp_pat
     assert not wf.no_model_label.isVisible()
 
 
+def test_the_childs_activated_event_decides_not_stderr(qtbot, win, monkeypatch):
+    """The training child's `activated` event (engine.events) carries the activation rule's
+    verdict: the GUI keeps the old model and asks, quoting the event's reason."""
+    wf, proj = win.loop, win.controller.project
+    add_fake_run(proj, "run-a", 0.7)
+    assert wf.models_panel.make_active("run-a")
+    monkeypatch.setenv("FAKE_VERDICT", "keep")
+    asked = []
+    wf.models_panel.ask = lambda text: asked.append(text) or False
+    with qtbot.waitSignal(wf.runner.finished, timeout=30000):
+        assert wf.start_training({"arch": "r18fpn", "base": "scratch", "epochs": 1, "device": "cpu"})
+    qtbot.waitUntil(lambda: bool(asked), timeout=5000)
+    assert "kept run-a as the active model (mask_AP 0.700)" in asked[0]
+    assert proj.active_model == "run-a" and wf.runner.activated_event["active"] is False
+
+
 def test_a_training_crash_is_reported_and_the_project_untouched(qtbot, win, tmp_path):
     wf, c, proj = win.loop, win.controller, win.controller.project
     manifest = proj.manifest_path.read_bytes()
