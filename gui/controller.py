@@ -1,11 +1,12 @@
 """The controller: the open Project, the item on screen, the selection and the labels.
 
 Widgets never edit an annotation themselves: they call an intent here (paint a stroke,
-add a polygon, merge the selection …). engine.editing turns it into changes,
-engine.history applies them as bbox-cropped patches, gui.undo records the step, and the
-signals below tell the views what changed. Item switching and the per-item caches are in
-gui.navigation, saving and changes on disk in gui.autosave: this class is the facade the
-panels, the canvas and the loop (gui.loop) talk to.
+add a polygon, merge the selection …; gui.edit_intents): engine.editing turns it into
+changes, engine.history applies them as bbox-cropped patches, gui.undo records the step,
+and the signals below tell the views what changed. Item switching and the per-item caches
+are in gui.navigation, saving and changes on disk in gui.autosave, labels in
+gui.label_intents: this class is the facade the panels, the canvas and the loop (gui.loop)
+talk to.
 """
 from __future__ import annotations
 
@@ -14,17 +15,17 @@ from typing import Iterable, Optional
 import numpy as np
 from PyQt5 import QtCore
 
-from engine import editing
 from engine.annotations import Instance, ItemAnnotation
 from engine.errors import MaskLoopError
-from engine.history import Change, StatusOp, build_and_apply, replay, touches_status
 
 from .autosave import Autosave
+from .display import Display
+from .edit_intents import EditIntents
 from .label_intents import LabelIntents
 from .navigation import Navigator
 from .undo import UndoHistory
 
-class Controller(QtCore.QObject, LabelIntents):
+class Controller(QtCore.QObject, LabelIntents, EditIntents, Display):
     # project and items
     projectOpened = QtCore.pyqtSignal(object)       # Project
     projectClosed = QtCore.pyqtSignal()
@@ -198,55 +199,6 @@ class Controller(QtCore.QObject, LabelIntents):
     def undo_stack(self):
         return self.history.stack(self.item_id)
 
-    # ------------------------------------------------------------------ display
-    @property
-    def window(self) -> Optional[tuple[float, float]]:
-        item = self.item
-        return self._windows.get(item.source) if item is not None else None
-
-    def _default_window(self, image: np.ndarray) -> Optional[tuple[float, float]]:
-        if image.dtype == np.uint8:
-            return None  # shown as stored
-        from engine.imageio import auto_window
-        return tuple(float(v) for v in auto_window(image))
-
-    def set_window(self, center: float, width: float) -> None:
-        item = self.item
-        win = (float(center), max(1e-6, float(width)))
-        if item is None or self._windows.get(item.source) == win:
-            return
-        self._windows[item.source] = win
-        self._display = None
-        self.windowChanged.emit(win)
-
-    def auto_window(self) -> None:
-        if self.image is not None:
-            from engine.imageio import auto_window
-            self.set_window(*auto_window(self.image))
-
-    def apply_preset(self, name: str) -> None:
-        from engine.imageio import WINDOW_PRESETS
-        self.set_window(*WINDOW_PRESETS[name])
-
-    def display_image(self) -> Optional[np.ndarray]:
-        """The current image as uint8 for the screen (cached until the window changes)."""
-        if self.image is None:
-            return None
-        if self._display is None:
-            win = self.window
-            if win is None and self.image.dtype == np.uint8:
-                self._display = self.image
-            else:
-                from engine.imageio import to_uint8
-                self._display = to_uint8(self.image, window=win)
-        return self._display
-
-    def pixel_value(self, x: int, y: int):
-        if self.image is None or not (0 <= y < self.image.shape[0] and 0 <= x < self.image.shape[1]):
-            return None
-        v = self.image[y, x]
-        return tuple(v.tolist()) if np.ndim(v) else v.item()
-
     # ------------------------------------------------------------------ selection
     def set_selection(self, ids: Iterable[str]) -> None:
         ann = self.annotation
@@ -276,120 +228,6 @@ class Controller(QtCore.QObject, LabelIntents):
             if inst.label not in hidden and 0 <= lx < inst.width and 0 <= ly < inst.height and inst.mask[ly, lx]:
                 out.append(inst.id)
         return out
-
-    def _targets(self) -> list[Instance]:
-        """The selection, else every instance of a visible label (eraser, split)."""
-        hidden = self.hidden_labels()
-        return self.selected_instances() or [i for i in self.annotation.instances if i.label not in hidden]
-
-    # ------------------------------------------------------------------ edits
-    def commit(self, text: str, changes: list[Change], select: Optional[list[str]] = None) -> bool:
-        """Apply changes as one undo step. The generic entry for every edit."""
-        if self.annotation is None or not changes:
-            return False
-        ops, region, structural = build_and_apply(self.annotation, changes)
-        if not ops:
-            return False
-        self.history.push(self.item_id, text, ops)
-        self._after_edit(region)
-        if select is not None:
-            self.set_selection(select)
-        else:
-            self._prune_selection()
-        return True
-
-    def apply(self, edit: editing.Edit) -> bool:
-        if not edit.changes:
-            if edit.message:
-                self.message.emit(edit.message)
-            return False
-        return self.commit(edit.text, edit.changes, edit.select)
-
-    def macro(self, text: str):
-        """`with controller.macro("Accept item"):` several commits as one undo step."""
-        return self.history.macro(self.item_id, text)
-
-    def _replay(self, item_id: str, ops: list, forward: bool) -> None:
-        if item_id != self.item_id or self.annotation is None:
-            return  # stacks of other items are never active
-        region, _structural = replay(self.annotation, ops, forward)
-        self._after_edit(None if touches_status(ops) else region, full=touches_status(ops))
-        self._prune_selection()
-
-    def _after_edit(self, region, full: bool = False) -> None:
-        self.autosave.edited()
-        if region is not None:
-            self.annotationEdited.emit(self.item_id, region)
-        self.instancesChanged.emit()
-        self.nav.note(self.item_id, count=len(self.annotation.instances))
-
-    def _prune_selection(self) -> None:
-        present = {i.id for i in self.annotation.instances}
-        if any(i not in present for i in self.selection):
-            self.set_selection([i for i in self.selection if i in present])
-
-    def add_mask(self, mask: np.ndarray, x0: int, y0: int, text: str = "Add region", new: bool = False) -> bool:
-        """Add a cropped mask: onto the one selected instance, else as a new instance."""
-        if self.annotation is None:
-            return False
-        return self.apply(editing.add_region(self.annotation, self.selected_instances(), mask, x0, y0,
-                                             self.ensure_label(), text=text, new=new))
-
-    def paint_stroke(self, mask: np.ndarray, x0: int, y0: int, erase: bool = False, extend: bool = False) -> bool:
-        """A finished brush (or eraser) stroke as one undo step (rules: engine.editing)."""
-        if self.annotation is None:
-            return False
-        if erase:
-            return self.apply(editing.erase_stroke(self.annotation, self._targets(), mask, x0, y0))
-        return self.apply(editing.brush_stroke(self.annotation, self.selected_instances(), mask, x0, y0,
-                                               self.ensure_label(), extend=extend))
-
-    def add_polygon(self, points_xy, new: bool = False) -> bool:
-        """A polygon in pixel coordinates (pixel centres are integers)."""
-        shape = editing.polygon_mask(points_xy)
-        return shape is not None and self.add_mask(*shape, text="Polygon", new=new)
-
-    def magic_wand(self, x: int, y: int, tolerance: float, new: bool = False) -> bool:
-        """Flood fill within `tolerance` raw units (see wand_tolerance for a relative one)."""
-        if self.image is None or self.annotation is None:
-            return False
-        return self.apply(editing.magic_wand(self.annotation, self.image, self.selected_instances(), x, y,
-                                             tolerance, self.ensure_label(), new=new))
-
-    def wand_tolerance(self, fraction: float) -> float:
-        """A tolerance given as a fraction of the displayed range, in raw units."""
-        return editing.wand_tolerance(fraction, self.window, self.image) if self.image is not None else 0.0
-
-    def delete_selected(self) -> bool:
-        return self.apply(editing.delete(self.selected_instances()))
-
-    def relabel_selected(self, label: str) -> bool:
-        if self.labels is None or label not in self.labels:
-            return False
-        return self.apply(editing.relabel(self.selected_instances(), label))
-
-    def fill_holes_selected(self) -> bool:
-        return self.apply(editing.fill_holes(self.selected_instances()))
-
-    def merge_selected(self) -> bool:
-        return self.apply(editing.merge(self.selected_instances()))
-
-    def split_line(self, points_xy, thickness: int = 1) -> bool:
-        """Cut the selected instances (else every instance the line crosses) along a polyline."""
-        if self.annotation is None:
-            return False
-        return self.apply(editing.split(self._targets(), points_xy, thickness))
-
-    def set_status(self, status: str) -> bool:
-        """Item status (new / predicted / reviewed) as an undoable edit."""
-        ann = self.annotation
-        if ann is None or status == ann.status:
-            return False
-        op = StatusOp(ann.status, status)
-        op.apply(ann, True)
-        self.history.push(self.item_id, f"Mark {status}", [op])
-        self._after_edit(None)
-        return True
 
     # ------------------------------------------------------------------ saving (gui.autosave)
     @property
