@@ -55,6 +55,9 @@ class LabelIntents:
     def add_label(self, name: str, color=None) -> Optional[str]:
         if self.project is None:
             return None
+        if color is None:   # the theme's palette (resources/theme.json), in order
+            from . import theme
+            color = theme.label_color(len(self.labels))
         try:
             lab = self.labels.add(name, color)
         except MaskLoopError as e:

@@ -58,7 +58,7 @@ class Loop(QtCore.QObject, Segmenting, Training):
         self.confirm_quit = self._confirm_quit
         self.confirm_resume = self._confirm_resume
         self._can_resume = False  # a cancelled run waits (see _refresh_resumable)
-        #: (TrainDialog) -> bool; replaced by tests to drive the dialog without exec_()
+        #: how the Train / classic dialogs are run: (dialog) -> accepted (modal by default)
         self.exec_train_dialog = lambda dlg: dlg.exec_() == QtWidgets.QDialog.Accepted
         self.exec_classic_dialog = lambda dlg: dlg.exec_() == QtWidgets.QDialog.Accepted
         self.first_run_dialog = None

@@ -208,3 +208,27 @@ def test_a_failed_open_images_leaves_no_project_behind(qtbot, tmp_path, monkeypa
     (keep / "notes.txt").write_text("x")
     assert not win.make_project(keep, [bad])
     assert sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
+
+
+def test_colours_come_from_the_theme(window):
+    from gui import theme
+    ctl = window.controller
+    n = len(ctl.labels)
+    name = ctl.add_label("vesicle")
+    assert ctl.label_color(name) == theme.label_color(n)
+    assert theme.color("status.reviewed").isValid() and theme.color("plot.loss_raw").alpha() < 255
+    assert window.canvas.backgroundBrush().color() == theme.color("canvas.background")
+
+
+def test_shortcuts_help_is_generated_from_the_keymap(window):
+    from gui import theme
+    from gui.dialogs.shortcuts import shortcut_rows
+    rows = shortcut_rows(window)
+    does = {r[2] for r in rows}
+    for name, keys in theme.keymap()["actions"].items():
+        act = window.actions.get(name)
+        if act is not None:
+            assert act.text().replace("&", "").replace("…", "") in does, name
+            assert [k.toString() for k in act.shortcuts()] == \
+                [QtGui.QKeySequence(k).toString() for k in keys], name
+    assert ("Brush", "Shift+drag", "Paint onto the selected instance wherever the stroke is") in rows

@@ -92,7 +92,9 @@ class BrushTool(Tool):
             self._targets = sel or None
         else:
             sel = ctl.selected_instances()
-            if len(sel) == 1:
+            x, y = self.pixel(pos)
+            # preview in the colour of where the stroke will most likely go (decided on release)
+            if len(sel) == 1 and (self._extend or sel[0].id in ctl.instances_at(x, y)):
                 self._index = slot(self.canvas.color_index(sel[0])) + SEL_FILL
             else:
                 self._index = slot(self.canvas.label_index(ctl.ensure_label())) + FILL
