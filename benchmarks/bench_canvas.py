@@ -162,7 +162,7 @@ def bench_maskloop(app, root: Path, moves: int, reps: int) -> dict:
         first_cpu.append((time.thread_time() - c0) * 1000)
     out["first_paint_ms"] = {"median": statistics.median(first), "all": first,
                              "cpu_median": statistics.median(first_cpu)}
-    win.controller._count_timer.stop()
+    win.controller.nav.stop_counting()
 
     # brush stroke at 100%, moves one event at a time, each painted before the next
     vp = cv.viewport()
