@@ -67,6 +67,13 @@ def main(out: Path) -> None:
         shot(win, f"window_ct_stack_{w}x{h}.png")
         win.controller.close_project(force=True)
         win.close()
+    # the welcome dialog (the demo project is a recent project now)
+    from gui.dialogs.first_run import FirstRunDialog
+    welcome = FirstRunDialog(None, recent=MainWindow(loop=False).recent_projects())
+    welcome.show()
+    shot(welcome, "welcome.png")
+    welcome.close()
+
     # the Training dock's view, fed the events of a short run
     from gui.dialogs.training_view import TrainingView
     view = TrainingView()

@@ -11,6 +11,8 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtWidgets
 
+from .. import theme
+
 
 def default_demo_dir() -> Path:
     docs = QtCore.QStandardPaths.writableLocation(QtCore.QStandardPaths.DocumentsLocation)
@@ -46,13 +48,18 @@ class FirstRunDialog(QtWidgets.QDialog):
             "images with a few reviewed items — train, auto-segment, correct and accept in "
             "minutes, even on a laptop CPU.</p>")
         intro.setWordWrap(True)
+        intro.setMinimumWidth(480)   # a wrapped label needs a width to know its height
+        intro.setMinimumHeight(intro.heightForWidth(480))
         self.demo_button = QtWidgets.QPushButton("Open the demo project")
         self.demo_button.setObjectName("demoButton")
         self.new_button = QtWidgets.QPushButton("New project from images…")
         self.new_button.setObjectName("newButton")
         self.open_button = QtWidgets.QPushButton("Open a project…")
         self.open_button.setObjectName("openButton")
-        for b, c in ((self.demo_button, "demo"), (self.new_button, "new"), (self.open_button, "open")):
+        for b, c, icon in ((self.demo_button, "demo", "demo"), (self.new_button, "new", "open_images"),
+                           (self.open_button, "open", "open_project")):
+            b.setIcon(theme.icon(icon))
+            b.setIconSize(QtCore.QSize(22, 22))
             b.setMinimumHeight(34)
             b.clicked.connect(lambda _=False, choice=c: self._choose(choice))
         lay = QtWidgets.QVBoxLayout(self)
@@ -62,7 +69,7 @@ class FirstRunDialog(QtWidgets.QDialog):
         lay.addWidget(self.open_button)
         self.recent_list = None
         if recent:
-            lay.addWidget(QtWidgets.QLabel("Recent projects:"))
+            lay.addWidget(QtWidgets.QLabel("Recent projects (double-click to open):"))
             self.recent_list = QtWidgets.QListWidget()
             self.recent_list.setObjectName("recentList")
             self.recent_list.addItems([str(r) for r in recent])
@@ -72,6 +79,7 @@ class FirstRunDialog(QtWidgets.QDialog):
         close.rejected.connect(self.reject)
         lay.addWidget(close)
         self.demo_button.setDefault(True)
+        lay.setSizeConstraint(QtWidgets.QLayout.SetMinimumSize)
 
     def _choose(self, choice: str) -> None:
         self.choice = choice
