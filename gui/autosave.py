@@ -249,13 +249,6 @@ class Autosave(QtCore.QObject):
             return ok
         return False
 
-    def ask_again(self) -> bool:
-        """File > Resolve conflict: ask the resolver again about the held conflict."""
-        if not self.conflict:
-            return True
-        answer = self.conflict_resolver(self.c.item_id) if self.conflict_resolver else "later"
-        return self.resolve(answer)
-
     def shutdown(self) -> None:
         self.finish_pending()
         self._writer.shutdown()
