@@ -8,6 +8,7 @@ tasks behind a progress dialog all use it; training is a child process (gui.loop
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
@@ -22,21 +23,29 @@ class _Relay(QtCore.QObject):
 
 
 class Background:
-    """One worker thread. Not a QObject child of anything: the relay it posts through lives
-    as long as this object (which every pending job references), so a worker finishing
-    after its window was closed never emits into a deleted Qt object."""
+    """One worker thread. Not tied to a window's QObjects: the relay it posts through lives
+    until shutdown(), so a worker finishing after its window was closed never emits into a
+    deleted Qt object."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"maskloop-{name}")
-        self._relay = _Relay()
+        # parented to the application: deleted on the GUI thread (in shutdown, or at exit),
+        # never by the last reference dropping in a worker thread
+        self._relay = _Relay(QtCore.QCoreApplication.instance())
         self._relay.deliver.connect(self._run_posted, QtCore.Qt.QueuedConnection)
         self._closed = False
+        self._lock = threading.Lock()   # a post never races shutdown's deleteLater
 
     def submit(self, fn: Callable, *args, on_done: Optional[Callable[[Any], None]] = None,
                on_error: Optional[Callable[[BaseException], None]] = None, **kwargs) -> Future:
         """Queue fn(*args, **kwargs); its result (or exception) goes to the callbacks on the
-        GUI thread. A job cancelled before it started calls neither."""
+        GUI thread. A job cancelled before it started calls neither; after shutdown() a job
+        is not run (its future comes back cancelled)."""
+        if self._closed:
+            fut = Future()
+            fut.cancel()
+            return fut
         fut = self._executor.submit(fn, *args, **kwargs)
         if on_done is not None or on_error is not None:
             def finished(f: Future) -> None:
@@ -52,17 +61,23 @@ class Background:
 
     def post(self, callback: Callable[[], None]) -> None:
         """Run callback on the GUI thread (callable from any thread)."""
-        if self._closed:
-            return
-        self._relay.deliver.emit(callback)
+        with self._lock:
+            if not self._closed:
+                self._relay.deliver.emit(callback)
 
     def _run_posted(self, callback) -> None:
         if not self._closed:
             callback()
 
     def shutdown(self, wait: bool = False) -> None:
-        self._closed = True
+        """Stop taking jobs (queued ones are dropped, nothing more is delivered). Call it
+        on the GUI thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self._executor.shutdown(wait=wait, cancel_futures=True)
+        self._relay.deleteLater()
 
 
 def run_with_progress(parent: Optional[QtWidgets.QWidget], title: str, fn: Callable, *args, **kwargs):

@@ -232,3 +232,21 @@ def test_shortcuts_help_is_generated_from_the_keymap(window):
             assert [k.toString() for k in act.shortcuts()] == \
                 [QtGui.QKeySequence(k).toString() for k in keys], name
     assert ("Brush", "Shift+drag", "Paint onto the selected instance wherever the stroke is") in rows
+
+
+def test_background_delivers_on_the_gui_thread_and_stops_cleanly(qtbot):
+    import threading
+    from gui.background import Background
+    bg = Background("test")
+    seen = []
+    bg.submit(lambda: threading.current_thread().name, on_done=lambda name: seen.append(
+        (name, threading.current_thread() is threading.main_thread())))
+    qtbot.waitUntil(lambda: bool(seen), timeout=5000)
+    assert seen[0][0].startswith("maskloop-test") and seen[0][1]
+    errors = []
+    bg.submit(lambda: 1 / 0, on_error=errors.append)
+    qtbot.waitUntil(lambda: bool(errors), timeout=5000)
+    assert isinstance(errors[0], ZeroDivisionError)
+    bg.shutdown(wait=True)
+    late = bg.submit(lambda: 1, on_done=seen.append)
+    assert late.cancelled() and len(seen) == 1
