@@ -234,6 +234,14 @@ class CanvasView(QtWidgets.QGraphicsView):
             return []
         return ann.instances if self._filter is None else [i for i in ann.instances if self._filter(i)]
 
+    def instances_at(self, x: int, y: int) -> list[str]:
+        """Ids of the drawn instances under pixel (x, y), topmost first (what a click picks)."""
+        hits = self.controller.instances_at(x, y)
+        if self._filter is None or not hits:
+            return hits
+        shown = {i.id for i in self.shown_instances()}
+        return [i for i in hits if i in shown]
+
     def rerender(self, region) -> None:
         """Re-render the overlay in region (x0, y0, x1, y1), or all of it when None."""
         ann = self.controller.annotation

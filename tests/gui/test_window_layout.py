@@ -250,3 +250,18 @@ def test_background_delivers_on_the_gui_thread_and_stops_cleanly(qtbot):
     bg.shutdown(wait=True)
     late = bg.submit(lambda: 1, on_done=seen.append)
     assert late.cancelled() and len(seen) == 1
+
+
+def test_a_click_never_picks_an_instance_the_filter_hides(window, qtbot):
+    from guihelpers import click
+    ctl = window.controller
+    key(qtbot, window, Qt.Key_V)
+    click(window, 150, 150)                      # disk C
+    assert ctl.selection == ["C"]
+    window.canvas.set_instance_filter(lambda inst: inst.id != "C")   # e.g. the score slider
+    ctl.set_selection([])
+    click(window, 150, 150)
+    assert ctl.selection == []
+    window.canvas.set_instance_filter(None)
+    click(window, 150, 150)
+    assert ctl.selection == ["C"]

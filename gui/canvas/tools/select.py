@@ -22,7 +22,7 @@ class SelectTool(Tool):
         if event.button() != QtCore.Qt.LeftButton:
             return False
         x, y = self.pixel(pos)
-        hits = self.controller.instances_at(x, y)
+        hits = self.canvas.instances_at(x, y)   # instances the score slider hides are not picked
         mods = event.modifiers()
         if mods & (QtCore.Qt.ShiftModifier | QtCore.Qt.ControlModifier):
             if hits:
