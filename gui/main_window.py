@@ -331,7 +331,7 @@ class MainWindow(QtWidgets.QMainWindow, ProjectActions):
         self.actions["resolve conflict"].setEnabled(c.in_conflict)
 
     def _on_tool(self, name: str) -> None:
-        act = getattr(self, "tool_actions", {}).get(name)
+        act = self.tool_actions.get(name)
         if act is not None:
             act.setChecked(True)
 

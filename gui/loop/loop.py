@@ -58,6 +58,8 @@ class Loop(QtCore.QObject, Segmenting, Training):
         self.confirm_quit = self._confirm_quit
         self.confirm_resume = self._confirm_resume
         self._can_resume = False  # a cancelled run waits (see _refresh_resumable)
+        self._shown_once = False  # the welcome dialog is offered at the first show only
+        self.train_project_root = None   # the project the running training belongs to
         #: how the Train / classic dialogs are run: (dialog) -> accepted (modal by default)
         self.exec_train_dialog = lambda dlg: dlg.exec_() == QtWidgets.QDialog.Accepted
         self.exec_classic_dialog = lambda dlg: dlg.exec_() == QtWidgets.QDialog.Accepted
@@ -295,7 +297,7 @@ class Loop(QtCore.QObject, Segmenting, Training):
 
     def show_first_run(self):
         from ..dialogs.first_run import FirstRunDialog
-        recent = self.window.recent_projects() if hasattr(self.window, "recent_projects") else []
+        recent = self.window.recent_projects()
         dlg = FirstRunDialog(self.window, recent=recent)
         dlg.chosen.connect(self._on_first_run)
         self.first_run_dialog = dlg
@@ -337,7 +339,7 @@ class Loop(QtCore.QObject, Segmenting, Training):
                     event.ignore()
                     return True
                 self.shutdown()
-            elif event.type() == QtCore.QEvent.Show and not getattr(self, "_shown_once", False):
+            elif event.type() == QtCore.QEvent.Show and not self._shown_once:
                 self._shown_once = True
                 QtCore.QTimer.singleShot(0, self.maybe_first_run)
         return False

@@ -61,7 +61,7 @@ class Segmenting:
         return self._segment([c.item_id], explicit=True, what="auto-segment")
 
     def segment_selected(self) -> Optional[int]:
-        ids = self.window.images_panel.selected_item_ids() if hasattr(self.window, "images_panel") else []
+        ids = self.window.images_panel.selected_item_ids()
         return self.segment_items(ids or ([self.controller.item_id] if self.controller.item_id else []))
 
     def segment_unreviewed(self) -> Optional[int]:

@@ -118,7 +118,7 @@ class Training:
             return
         done = self.runner.done_event or {}
         run_id = done.get("run")
-        root = getattr(self, "train_project_root", None)
+        root = self.train_project_root
         if self.project is None or root is None or Path(self.project.root) != Path(root):
             self._status(f"training finished: {run_id} (in {root})")
             return
