@@ -32,7 +32,6 @@ from typing import Iterable, Optional, Sequence
 
 from .annotations import Instance, ItemAnnotation
 from .errors import CheckpointError, LabelError
-from .masks import iou
 
 DUPLICATE_IOU = 0.5      # a new result this similar to a kept instance is the same object
 STORE_SCORE = 0.25       # model predictions below this are not kept at all
@@ -56,6 +55,7 @@ def _boxes_meet(a: Instance, b: Instance) -> bool:
 def is_duplicate(inst: Instance, others: Sequence[Instance], min_iou: float = DUPLICATE_IOU) -> bool:
     """True when `inst` overlaps one of `others` with mask IoU >= min_iou (boxes first,
     so far-apart instances cost nothing)."""
+    from .masks import iou  # masks loads OpenCV: importing this module (the CLI does) stays light
     return any(_boxes_meet(inst, q) and iou(inst, q) >= min_iou for q in others)
 
 

@@ -65,7 +65,8 @@ def _read_json(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _now_iso() -> str:
+def now_iso() -> str:
+    """The current UTC time as run files record it."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -99,7 +100,7 @@ def config_record(*, run: str, arch: str, base: str, labels, normalization: dict
                   origin: str, train_keys, val_keys, dropped: dict, world_size: int = 1,
                   torch_version: str = "", created: Optional[str] = None) -> dict:
     """config.json of a run (schema above)."""
-    return {"schema": SCHEMA_VERSION, "run": run, "created": created or _now_iso(), "arch": arch,
+    return {"schema": SCHEMA_VERSION, "run": run, "created": created or now_iso(), "arch": arch,
             "base": str(base), "weights": weights_kind(base), "labels": list(labels),
             "normalization": normalization, "train": train,
             "data": {"origin": origin, "train_items": list(train_keys), "val_items": list(val_keys),
@@ -115,7 +116,7 @@ def metrics_record(*, status: str, monitor: str, best: dict, history: list, trai
            "epoch": best.get("epoch"), "history": list(history), "train_items": int(train_items),
            "val_items": int(val_items), "dropped": dict(dropped), **extra}
     if status == "done":
-        out.setdefault("finished", _now_iso())
+        out.setdefault("finished", now_iso())
     return out
 
 
@@ -142,6 +143,11 @@ class RunInfo:
     best_epoch: Optional[int] = None
     seconds: Optional[float] = None
     problem: Optional[str] = None           # why the run cannot be used (e.g. its files are unreadable)
+
+    @property
+    def created_text(self) -> Optional[str]:
+        """`created` as config.json records it (ISO 8601)."""
+        return self.created.isoformat(timespec="seconds") if self.created is not None else None
 
     @property
     def finished(self) -> bool:

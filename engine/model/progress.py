@@ -33,14 +33,20 @@ class TerminalBar:
         out = self.stream
         if kind == "start":
             self.epochs, self.ipe = int(ev.get("epochs", 0)), int(ev.get("iters_per_epoch", 0))
-            out.write(f"training on {ev.get('device')}: {ev.get('train_items')} train / "
-                      f"{ev.get('val_items')} val items, {self.epochs} epochs x {self.ipe} iterations\n")
+            weights = {"scratch": "from scratch", "coco": "from COCO weights", "imagenet": "from ImageNet weights",
+                       "run": "from another run", "path": "from a checkpoint file"}.get(ev.get("weights"), "")
+            plan = (f"planned to end within {ev['minutes']:g} min" if ev.get("minutes")
+                    else f"{self.epochs} epochs x {self.ipe} iterations")
+            out.write(f"training on {ev.get('device')} {weights}: {ev.get('train_items')} train / "
+                      f"{ev.get('val_items')} val items, {plan}\n".replace("  ", " "))
             dropped = ev.get("dropped") or {}
             if dropped:
                 out.write("left out of the training data: "
                           + ", ".join(f"{n} instance(s): {why}" for why, n in sorted(dropped.items())) + "\n")
             out.flush()
             return
+        if kind in ("iter", "epoch") and isinstance(ev.get("epochs"), int):
+            self.epochs = ev["epochs"]  # a time budget's plan
         if kind == "iter":
             if not self.enabled:
                 return
