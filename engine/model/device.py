@@ -159,3 +159,13 @@ def fuse_conv_bn(model: nn.Module) -> int:
                     module._modules[kb] = nn.Identity()
                     n += 1
     return n
+
+
+def cuda_device_names() -> list[str]:
+    """Names of the CUDA GPUs ([] when there is none or CUDA cannot be initialised)."""
+    try:
+        if not torch.cuda.is_available():
+            return []
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except (RuntimeError, AssertionError):  # a broken driver: no GPU to offer
+        return []
