@@ -25,7 +25,7 @@ from engine.annotations import Instance, new_id
 
 from .canvas import stack_input
 from .canvas.neighbour_outlines import NeighbourOutlines
-from .edits import Change
+from engine.history import Change
 from .object_index import ObjectIndex
 
 
@@ -63,10 +63,10 @@ class StackTools(QtCore.QObject):
         A = w.add_action
         menu = "item"
         w.menu(menu).addSeparator()
-        self.act_next = A(menu, "Copy to next slice", lambda: self.copy_to_slice(+1), "Ctrl+]",
+        self.act_next = A(menu, "Copy to next slice", lambda: self.copy_to_slice(+1),
                           name="copy to next slice",
                           tip="Put the selected instances on the next slice as the same 3-D objects")
-        self.act_prev = A(menu, "Copy to previous slice", lambda: self.copy_to_slice(-1), "Ctrl+[",
+        self.act_prev = A(menu, "Copy to previous slice", lambda: self.copy_to_slice(-1),
                           name="copy to previous slice",
                           tip="Put the selected instances on the previous slice as the same 3-D objects")
         self.act_link = A(menu, "Link objects in this stack", self.link_stack, name="link objects",
@@ -211,7 +211,7 @@ class StackTools(QtCore.QObject):
             c.error.emit("the current slice could not be saved; not linking")
             return False
         from engine.errors import CancelledError, MaskLoopError
-        from .tasks import run_with_progress
+        from .background import run_with_progress
         source = str(c.item.source)
         try:
             result = run_with_progress(self.window, "Linking objects", objects.link_project, c.project, source)

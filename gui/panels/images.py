@@ -193,10 +193,10 @@ class ItemsModel(QtCore.QAbstractItemModel):
 
     def data(self, index, role=QtCore.Qt.DisplayRole):
         node = self.node(index)
-        if node is None:
+        ctl = self.controller
+        if node is None or ctl.project is None:  # closing: the reset follows projectClosed
             return None
         col = index.column()
-        ctl = self.controller
         if isinstance(node, _Stack):
             status, key, count, status_tip = self._summary(node)
             name, tip = f"{node.name}  ({len(node.ids)} slices)", node.name

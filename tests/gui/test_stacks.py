@@ -137,7 +137,7 @@ def open_stack_window(qtbot, root):
     """The main window with the stack tools (as users get it), on the stack's first slice."""
     from PyQt5 import QtWidgets
     from gui.main_window import MainWindow
-    win = MainWindow(extensions=["gui.stack_tools"])
+    win = MainWindow(loop=False)
     qtbot.addWidget(win)
     win.resize(1200, 800)
     win.show()
