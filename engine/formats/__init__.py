@@ -96,6 +96,11 @@ def read_json(path, what: str = "JSON"):
         raise FormatError(f"{what} file not found", path) from None
     except IsADirectoryError:
         raise FormatError(f"expected a {what} file, found a folder", path) from None
+    return parse_json(raw, path)
+
+
+def parse_json(raw: bytes, path):
+    """Parse the bytes of a JSON file; errors name `path` and the line."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
