@@ -321,6 +321,19 @@ class Project:
         self._by_id = {it.id: it for it in self.items}
         return new_items
 
+    def drop_items(self, item_ids: Iterable[str]) -> None:
+        """Take items, and sources left without items, out of this object's state (for an
+        update(fn) that undoes an add). Their annotation files are the caller's business."""
+        gone = set(item_ids)
+        keep = [it for it in self.items if it.id not in gone]
+        used = sorted({it.source for it in keep})
+        index = {old: new for new, old in enumerate(used)}
+        sources = [self.sources[k] for k in used]
+        keep = [Item(it.id, index[it.source], it.slice, it.name, it.height, it.width) for it in keep]
+        self.sources[:] = sources
+        self.items[:] = keep
+        self._by_id = {it.id: it for it in keep}
+
     @staticmethod
     def _make_id(src, z: int, taken: set) -> str:
         base = safe_stem(Path(src.path).stem if src.kind != "dicom_series" else Path(src.path).name)
