@@ -52,6 +52,7 @@ LOCK_FILE = ".maskloop.lock"          # the one-writer lock (kept, never deleted
 RUN_LOCK = ".maskloop-run.lock"       # held by the process that made a run, while it lives
 LOCK_TIMEOUT_S = 120.0                # a writer holds the lock for one manifest or one file
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_LIVE_RUNS: dict = {}                 # run folder -> its lock, held for the life of the process
 
 
 @dataclass
@@ -118,7 +119,6 @@ class Project:
         self._flock: Optional[filelock.FileLock] = None  # the project's OS lock (lazy)
         self._base = self.to_json()   # the manifest as last read or written (for merging)
         self._stamps: dict = {}       # item id -> annotation file stamp when read/written here
-        self._run_locks: dict = {}    # run id -> lock held while this process owns the run
 
     # --- create / open / save ----------------------------------------------------------
     @property
@@ -491,10 +491,10 @@ class Project:
             except FileExistsError:
                 n += 1
                 continue
-            # held while this process lives: a listing never takes a live run for an orphan
+            # held until this process ends: a listing never takes a live run for an orphan
             lock = filelock.FileLock(str(folder / RUN_LOCK), timeout=0, preserve_lock_file=True)
             lock.acquire()
-            self._run_locks[run_id] = lock
+            _LIVE_RUNS[str(folder)] = lock
             return run_id, folder
 
     def _run_folders(self, newest_first: bool = False) -> list[Path]:
@@ -508,7 +508,7 @@ class Project:
         new_run, no model.pt, no last.pt to resume from, its owner's lock free). True if removed."""
         marker = folder / RUN_LOCK
         if (folder.is_symlink() or not marker.is_file() or (folder / "model.pt").exists()
-                or (folder / "last.pt").exists() or folder.name in self._run_locks):
+                or (folder / "last.pt").exists() or str(folder) in _LIVE_RUNS):
             return False
         probe = filelock.FileLock(str(marker), timeout=0, preserve_lock_file=True)
         try:
