@@ -555,33 +555,12 @@ class Controller(QtCore.QObject):
             return False
         if not self.flush():
             return False
-        try:
-            self.labels.rename(old, new)
+        try:  # the engine renames in the manifest and in every file but the one held here
+            failures = self.project.rename_label(old, new, skip_items=[self.item_id])
         except MaskLoopError as e:
             self.error.emit(e.one_line())
             return False
         new = new.strip()
-        failures = []
-        for it in self.project.items:
-            path = self.project.annotation_path(it.id)
-            if it.id == self.item_id:
-                continue
-            if not path.exists():
-                continue
-            try:
-                ann = self.project.load_annotation(it.id)
-            except MaskLoopError as e:
-                # the file may use the old name that no longer exists in the set
-                failures.append(e.one_line())
-                continue
-            if any(i.label == old for i in ann.instances):
-                for i in ann.instances:
-                    if i.label == old:
-                        i.label = new
-                try:
-                    self.project.save_annotation(ann)
-                except (MaskLoopError, OSError) as e:
-                    failures.append(str(e))
         if self.annotation is not None:
             touched = False
             for i in self.annotation.instances:
@@ -933,10 +912,10 @@ class Controller(QtCore.QObject):
 
     flush = save
 
-    def _write_current(self) -> bool:
+    def _write_current(self, overwrite: bool = False) -> bool:
         item_id, ann = self.item_id, self.annotation
         try:
-            self.project.save_annotation(ann)
+            self.project.save_annotation(ann, overwrite=overwrite)
         except (MaskLoopError, OSError) as e:
             msg = e.one_line() if isinstance(e, MaskLoopError) else str(e)
             self.saveFailed.emit(item_id, msg)
@@ -992,7 +971,7 @@ class Controller(QtCore.QObject):
             return True
         if answer == "overwrite":
             self._conflict = False
-            ok = self._write_current()
+            ok = self._write_current(overwrite=True)
             if ok:
                 self.externalChange.emit(item_id, "overwritten")
             return ok
@@ -1011,7 +990,7 @@ class Controller(QtCore.QObject):
             self.externalChange.emit(self.item_id, "reloaded")
             return True
         if answer == "overwrite":
-            return self._write_current()
+            return self._write_current(overwrite=True)
         self._conflict = True
         return False
 
