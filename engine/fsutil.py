@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
 
+import filelock
+
 from .errors import PathError, WriteError
 
 
@@ -136,3 +138,12 @@ def file_stamp(path: str | Path) -> Optional[tuple[int, int, int]]:
     except FileNotFoundError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def file_lock(path: str | Path, timeout: float) -> filelock.FileLock:
+    """An OS lock (flock / LockFileEx) on `path` whose file stays after release, so two
+    holders can never lock two different files of the same name."""
+    try:
+        return filelock.FileLock(str(path), timeout=timeout, preserve_lock_file=True)
+    except TypeError:  # filelock 3.x has no such option: its Unix lock files stay anyway
+        return filelock.FileLock(str(path), timeout=timeout)

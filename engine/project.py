@@ -8,19 +8,16 @@ Images stay where they are. Source paths are stored relative to the project when
 lie inside it (so a moved project with its images keeps working), absolute otherwise.
 
 Integrity (docs/reliability.md, "Project integrity"):
-- One writer at a time: every read-modify-write of maskloop.json holds an OS file lock
-  (<root>/.maskloop.lock, the `filelock` package) and goes through `update(fn)`: lock,
-  re-read the file, merge this object's unsaved changes onto it (manifest_merge), apply
-  `fn`, write atomically. A CLI command beside the GUI loses nothing.
-- Lost updates of annotation files are detected: `load_annotation` records the file's
-  stamp; `save_annotation` refuses (ConflictError) when the file changed since, unless told
-  to overwrite. `edit_annotation(id, fn)` re-reads and changes a file under the lock.
-- Paths: ids are checked by manifest_schema.check_name where they are read, and every
-  write goes through fsutil with `inside=root`.
-- Threads: a Project may be used from several threads. Its in-memory state is guarded by
-  one re-entrant lock (`locked()` also takes it); methods that read several fields take
-  it too. Plain attribute reads (project.items, project.labels) see a whole list, never a
-  half-built one, because a refresh swaps whole objects.
+- One writer: every change of maskloop.json goes through `update(fn)`: OS file lock
+  (<root>/.maskloop.lock), re-read, merge this object's unsaved changes (manifest_merge),
+  apply `fn`, atomic write. A CLI command beside the GUI loses nothing.
+- Lost updates: `load_annotation` records the file's stamp; `save_annotation` refuses
+  (ConflictError) a file changed since, unless told to overwrite; `edit_annotation(id, fn)`
+  re-reads and changes a file under the lock.
+- Paths: ids are checked (manifest_schema.check_name) where read; writes go through fsutil
+  with `inside=root`.
+- Threads: one re-entrant lock guards the in-memory state (`locked()` takes it too); a
+  refresh swaps whole lists, so a reader never sees a half-built one.
 """
 from __future__ import annotations
 
@@ -42,7 +39,7 @@ import numpy as np
 from . import imageio
 from .annotations import ItemAnnotation, LabelSet
 from .errors import ConflictError, ImageReadError, LabelError, MaskLoopError, ProjectError, WriteError
-from .fsutil import atomic_write_json, file_stamp
+from .fsutil import atomic_write_json, file_lock, file_stamp
 from .jobs import check, report
 from .manifest_merge import merge as merge_manifest
 from .manifest_schema import FORMAT, FORMAT_VERSION, check_name, validate_annotation_top, validate_manifest
@@ -184,8 +181,7 @@ class Project:
         and this object's thread lock. Re-entrant."""
         with self._lock:
             if self._flock is None:
-                self._flock = filelock.FileLock(str(self.root / LOCK_FILE), timeout=LOCK_TIMEOUT_S,
-                                                preserve_lock_file=True)
+                self._flock = file_lock(self.root / LOCK_FILE, LOCK_TIMEOUT_S)
             try:
                 self._flock.acquire()
             except filelock.Timeout:
@@ -492,7 +488,7 @@ class Project:
                 n += 1
                 continue
             # held until this process ends: a listing never takes a live run for an orphan
-            lock = filelock.FileLock(str(folder / RUN_LOCK), timeout=0, preserve_lock_file=True)
+            lock = file_lock(folder / RUN_LOCK, 0)
             lock.acquire()
             _LIVE_RUNS[str(folder)] = lock
             return run_id, folder
@@ -510,7 +506,7 @@ class Project:
         if (folder.is_symlink() or not marker.is_file() or (folder / "model.pt").exists()
                 or (folder / "last.pt").exists() or str(folder) in _LIVE_RUNS):
             return False
-        probe = filelock.FileLock(str(marker), timeout=0, preserve_lock_file=True)
+        probe = file_lock(marker, 0)
         try:
             probe.acquire()
         except (filelock.Timeout, OSError):
