@@ -3,9 +3,10 @@
 - `validate_manifest`: maskloop.json, every field, before any object is built from it.
 - `validate_annotation_top`: the top level of a project annotation file (the shapes
   themselves are checked by formats.labelme as they are decoded).
-- `check_name`: the one rule for a name that becomes part of a path (item ids, run ids,
-  the file names of a DICOM series). Used where such a name is read: the manifest,
-  annotation files and import sources.
+- `check_name`: the one rule for a name MaskLoop makes that becomes part of a path (item
+  ids); `check_component` for names it takes from elsewhere (run ids, the file names of a
+  DICOM series): one path component, nothing more. Used where such a name is read: the
+  manifest, annotation files and import sources.
 
 Errors name the file and the field ("items[3].height: must be an integer ≥ 1, got 'abc'").
 A manifest that passes here cannot make Project.open raise anything but a MaskLoopError.
@@ -35,6 +36,16 @@ def check_name(value, path=None, field: Optional[str] = None, what: str = "item 
     if not is_safe_name(value):
         raise error(f"{what} {value!r} is not a safe file name (1-200 letters, digits, '.', '_' "
                     f"or '-', not starting with '.'; no '/' or '..')", path, field)
+    return value
+
+
+def check_component(value, path=None, field: Optional[str] = None, what: str = "file name",
+                    error: Type[MaskLoopError] = ProjectError) -> str:
+    """`value` when it is one path component (no '/', '\\', NUL, not '.' or '..')."""
+    if (not isinstance(value, str) or not value or len(value) > 255 or value in (".", "..")
+            or any(c in value for c in "/\\\0")):
+        raise error(f"{what} {value!r} is not a plain file name (one path component: no '/', "
+                    f"'\\' or '..')", path, field)
     return value
 
 
@@ -111,7 +122,7 @@ def validate_manifest(data, path) -> None:
         _int(src, "height", path, f, lo=1)
         _int(src, "width", path, f, lo=1)
         for j, name in enumerate(_list(src.get("files", []), path, f"{f}.files")):
-            check_name(name, path, f"{f}.files[{j}]", "series file name")
+            check_component(name, path, f"{f}.files[{j}]", "series file name")
     seen = set()
     for k, it in enumerate(_list(d.get("items", []), path, "items")):
         f = f"items[{k}]"
@@ -130,7 +141,7 @@ def validate_manifest(data, path) -> None:
         _int(it, "width", path, f, lo=1)
     active = d.get("active_model")
     if active is not None:
-        check_name(active, path, "active_model", "run id")
+        check_component(active, path, "active_model", "run id")
     if d.get("settings") is not None:
         _dict(d["settings"], path, "settings")
 

@@ -42,7 +42,8 @@ from .errors import ConflictError, ImageReadError, LabelError, MaskLoopError, Pr
 from .fsutil import atomic_write_json, file_lock, file_stamp
 from .jobs import check, report
 from .manifest_merge import merge as merge_manifest
-from .manifest_schema import FORMAT, FORMAT_VERSION, check_name, validate_annotation_top, validate_manifest
+from .manifest_schema import (FORMAT, FORMAT_VERSION, check_component, check_name, validate_annotation_top,
+                              validate_manifest)
 
 MANIFEST = "maskloop.json"
 LOCK_FILE = ".maskloop.lock"          # the one-writer lock (kept, never deleted)
@@ -380,14 +381,13 @@ class Project:
         from .formats.labelme import labelme_to_annotation
         it = self.item(item_id)
         path = self.annotation_path(item_id)
-        data, stamp = _read_stamped(path)
+        with self._lock:  # read and record together: a save from another thread is not between
+            data, stamp = _read_stamped(path)
+            self._stamps[item_id] = stamp
         if data is None:
-            ann = ItemAnnotation(item_id, it.height, it.width, [], "new")
-        else:
-            validate_annotation_top(data, path, item_id)
-            ann = labelme_to_annotation(data, path, item_id=item_id, height=it.height, width=it.width)
-        self._stamps[item_id] = stamp
-        return ann
+            return ItemAnnotation(item_id, it.height, it.width, [], "new")
+        validate_annotation_top(data, path, item_id)
+        return labelme_to_annotation(data, path, item_id=item_id, height=it.height, width=it.width)
 
     def edit_annotation(self, item_id: str, fn: Callable[[ItemAnnotation], Optional[ItemAnnotation]]):
         """Re-read an item's annotation and change it under the project lock, so nothing
@@ -553,7 +553,7 @@ class Project:
 
     def set_active_model(self, run_id: Optional[str]) -> None:
         if run_id is not None:
-            check_name(run_id, self.models_dir, None, "run id")
+            check_component(run_id, self.models_dir, None, "run id")
             if not (self.models_dir / run_id / "model.pt").exists():
                 raise ProjectError(f"no finished model run {run_id!r}", self.models_dir)
         self.update(lambda proj: setattr(proj, "active_model", run_id))
