@@ -17,7 +17,7 @@ Integrity (docs/reliability.md, "Project integrity"):
 - Paths: ids are checked (manifest_schema.check_name) where read; writes go through fsutil
   with `inside=root`.
 - Threads: one re-entrant lock guards the in-memory state (`locked()` takes it too); a
-  refresh swaps whole lists, so a reader never sees a half-built one.
+  refresh replaces lists in one step, so a reader never sees a half-built one.
 """
 from __future__ import annotations
 
