@@ -58,22 +58,22 @@ def _merge_labels(base: list, ours: list, disk: list, path) -> list:
 
 
 def _merge_items(base: dict, ours: dict, disk: dict) -> tuple[list, list]:
+    """Disk's sources and items plus the items added here (and their sources). A source is
+    matched by its stored path; one left without items here is not carried over."""
     sources = list(disk.get("sources", []))
     items = list(disk.get("items", []))
     base_ids = {it["id"] for it in base.get("items", [])}
     index_of = {s["path"]: k for k, s in enumerate(sources)}
-    remap = {}
-    for k, src in enumerate(ours.get("sources", [])):
-        if src.get("path") in index_of:       # on disk already (ours from base, or added twice)
-            remap[k] = index_of[src["path"]]
-            continue
-        sources.append(src)
-        index_of[src["path"]] = remap[k] = len(sources) - 1
+    our_sources = ours.get("sources", [])
     taken = {it["id"] for it in items}
     for it in ours.get("items", []):
         if it["id"] in base_ids or it["id"] in taken:
             continue
-        items.append(dict(it, source=remap.get(it["source"], it["source"])))
+        src = our_sources[it["source"]]
+        if src["path"] not in index_of:
+            sources.append(src)
+            index_of[src["path"]] = len(sources) - 1
+        items.append(dict(it, source=index_of[src["path"]]))
         taken.add(it["id"])
     return sources, items
 

@@ -282,3 +282,29 @@ def test_a_run_killed_before_its_first_checkpoint_is_cleaned_when_listing(tmp_pa
     assert proj.list_models() == [] and [r["run"] for r in proj.resumable_runs()] == ["cancelled"]
     assert not (proj.models_dir / dead).exists()
     assert live.is_dir() and mine.is_dir() and resumable.is_dir()
+
+
+def test_manifest_merge_rules():
+    from engine.manifest_merge import merge
+
+    def m(labels=(), sources=(), items=(), active=None, settings=None):
+        return {"format": "maskloop-project", "version": 1,
+                "labels": [{"id": i, "name": n, "color": [1, 2, 3], "visible": True} for i, n in labels],
+                "sources": [{"path": p} for p in sources],
+                "items": [{"id": i, "source": s} for i, s in items], "active_model": active,
+                "settings": settings or {}}
+    base = m([(1, "cell")], ["a.png"], [("a", 0)], None, {"tile": 1, "score": 0.5})
+    # another program: rolled an import back (b gone), set a model, changed a setting
+    disk = m([(1, "cell")], ["a.png"], [("a", 0)], "run-1", {"tile": 2, "score": 0.5})
+    # here: a label removed-and-added, an item on a new source, another setting
+    ours = m([(2, "debris")], ["a.png", "c.png"], [("a", 0), ("c", 1)], None, {"tile": 1, "score": 0.7})
+    out = merge(base, ours, disk)
+    assert [l["name"] for l in out["labels"]] == ["debris"]
+    assert out["sources"] == [{"path": "a.png"}, {"path": "c.png"}]
+    assert out["items"] == [{"id": "a", "source": 0}, {"id": "c", "source": 1}]
+    assert out["active_model"] == "run-1" and out["settings"] == {"tile": 2, "score": 0.7}
+    # a stale object that still lists a source another program took out does not bring it back
+    stale_base = m([], ["a.png", "b.png"], [("a", 0), ("b", 1)])
+    now = m([], ["a.png"], [("a", 0)])
+    out = merge(stale_base, m([(1, "x")], ["a.png", "b.png"], [("a", 0), ("b", 1)]), now)
+    assert out["sources"] == [{"path": "a.png"}] and [i["id"] for i in out["items"]] == ["a"]
