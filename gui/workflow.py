@@ -511,7 +511,7 @@ class Workflow(QtCore.QObject):
         before = self.project.active_model
         on_disk = self._active_on_disk()
         if on_disk != before and (on_disk is None or (self.project.models_dir / on_disk / "model.pt").exists()):
-            self.project.active_model = on_disk
+            self.project.reload()  # adopt the child's activation (not an unsaved change of ours)
         if self.project.active_model == run_id:
             self.models_panel.refresh()
             self.models_panel.activeModelChanged.emit(run_id)
