@@ -3,7 +3,6 @@ lock and merge, lost-update detection on annotation files, a CLI command beside 
 Project, rename_label, orphan run folders."""
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import threading
