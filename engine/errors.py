@@ -52,3 +52,23 @@ class CancelledError(MaskLoopError):
 
     def __init__(self, message: str = "cancelled", path=None, field=None):
         super().__init__(message, path, field)
+
+
+class PathError(MaskLoopError):
+    """A path that would lead outside its folder or over a file it must not touch."""
+
+
+class ConflictError(ProjectError):
+    """A file changed on disk since it was read; saving would lose the other change."""
+
+
+class WriteError(MaskLoopError, OSError):
+    """A file could not be written (disk full, read-only folder, ...). It names the target
+    file, never the temporary one. Also an OSError, so code that catches OSError around a
+    write keeps working."""
+
+    def __init__(self, message: str, path=None, field=None, errno: int | None = None):
+        MaskLoopError.__init__(self, message, path, field)
+        self.errno = errno
+        self.strerror = message
+        self.filename = self.path

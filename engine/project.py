@@ -6,29 +6,51 @@
 
 Images stay where they are. Source paths are stored relative to the project when they
 lie inside it (so a moved project with its images keeps working), absolute otherwise.
+
+Integrity (docs/reliability.md, "Project integrity"):
+- One writer: every change of maskloop.json goes through `update(fn)`: OS file lock
+  (<root>/.maskloop.lock), re-read, merge this object's unsaved changes (manifest_merge),
+  apply `fn`, atomic write. A CLI command beside the GUI loses nothing.
+- Lost updates: `load_annotation` records the file's stamp; `save_annotation` refuses
+  (ConflictError) a file changed since, unless told to overwrite; `edit_annotation(id, fn)`
+  re-reads and changes a file under the lock.
+- Paths: ids are checked (manifest_schema.check_name) where read; writes go through fsutil
+  with `inside=root`.
+- Threads: one re-entrant lock guards the in-memory state (`locked()` takes it too); a
+  refresh replaces lists in one step, so a reader never sees a half-built one.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import json
 import os
 import re
+import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
+import filelock
 import numpy as np
 
 from . import imageio
 from .annotations import ItemAnnotation, LabelSet
-from .errors import ImageReadError, LabelError, ProjectError
-from .fsutil import atomic_write_json
+from .errors import ConflictError, ImageReadError, LabelError, MaskLoopError, ProjectError, WriteError
+from .fsutil import atomic_write_json, file_lock, file_stamp
+from .manifest_merge import merge as merge_manifest
+from .manifest_schema import (FORMAT, FORMAT_VERSION, check_component, check_name, validate_annotation_top,
+                              validate_manifest)
 
 MANIFEST = "maskloop.json"
-FORMAT = "maskloop-project"
-FORMAT_VERSION = 1
+LOCK_FILE = ".maskloop.lock"          # the one-writer lock (kept, never deleted)
+RUN_LOCK = ".maskloop-run.lock"       # held by the process that made a run, while it lives
+LOCK_TIMEOUT_S = 120.0                # a writer holds the lock for one manifest or one file
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_LIVE_RUNS: dict = {}                 # run folder -> its lock, held for the life of the process
 
 
 @dataclass
@@ -56,6 +78,31 @@ def read_json_file(path: Path, what: str = "JSON"):
     return read_json(path, what)
 
 
+def _read_stamped(path: Path):
+    """(parsed JSON, stamp) of one version of the file, or (None, None) when it is missing.
+    The stamp is taken from the open file, so it belongs to the bytes read."""
+    from .formats import parse_json
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            raw = f.read()
+    except FileNotFoundError:
+        return None, None
+    return parse_json(raw, path), (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _build(data: dict, path: Path):
+    """Objects from a manifest dict that passed validate_manifest."""
+    labels = LabelSet.from_json(data.get("labels", []), path)
+    try:
+        sources = [imageio.Source.from_json(s) for s in data.get("sources", [])]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ProjectError(f"malformed source entry ({e})", path, "sources") from None
+    items = [Item(d["id"], d["source"], d["slice"], d["name"], d["height"], d["width"])
+             for d in data.get("items", [])]
+    return labels, sources, items, data.get("active_model"), dict(data.get("settings") or {})
+
+
 class Project:
     def __init__(self, root: Path, labels: LabelSet, sources: list, items: list[Item],
                  active_model: Optional[str] = None, settings: Optional[dict] = None) -> None:
@@ -66,6 +113,10 @@ class Project:
         self.active_model = active_model
         self.settings: dict = settings or {}
         self._by_id = {it.id: it for it in items}
+        self._lock = threading.RLock()                    # this object's in-memory state
+        self._flock: Optional[filelock.FileLock] = None  # the project's OS lock (lazy)
+        self._base = self.to_json()   # the manifest as last read or written (for merging)
+        self._stamps: dict = {}       # item id -> annotation file stamp when read/written here
 
     # --- create / open / save ----------------------------------------------------------
     @property
@@ -91,7 +142,10 @@ class Project:
         proj = cls(root, LabelSet.from_names(labels or []), [], [])
         proj.annotations_dir.mkdir(exist_ok=True)
         proj.models_dir.mkdir(exist_ok=True)
-        proj.save()
+        with proj.locked():
+            if proj.manifest_path.exists():
+                raise ProjectError("a MaskLoop project already exists here", proj.manifest_path)
+            proj._write_manifest()
         return proj
 
     @classmethod
@@ -102,27 +156,13 @@ class Project:
         path = root / MANIFEST
         if not path.exists():
             raise ProjectError("no MaskLoop project here (maskloop.json missing)", root)
+        return cls(root, *_build(cls._read_manifest(path), path))
+
+    @staticmethod
+    def _read_manifest(path: Path) -> dict:
         data = read_json_file(path, "manifest")
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ProjectError("not a MaskLoop manifest", path, "format")
-        if int(data.get("version", 0)) > FORMAT_VERSION:
-            raise ProjectError(f"written by a newer MaskLoop (format {data.get('version')})", path, "version")
-        labels = LabelSet.from_json(data.get("labels", []), path)
-        try:
-            sources = [imageio.Source.from_json(s) for s in data.get("sources", [])]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ProjectError(f"malformed source entry ({e})", path, "sources") from None
-        items = []
-        for k, d in enumerate(data.get("items", [])):
-            try:
-                it = Item(str(d["id"]), int(d["source"]), int(d["slice"]), str(d["name"]),
-                          int(d["height"]), int(d["width"]))
-            except (KeyError, TypeError, ValueError) as e:
-                raise ProjectError(f"malformed item entry ({e})", path, f"items[{k}]") from None
-            if not 0 <= it.source < len(sources):
-                raise ProjectError(f"item refers to source {it.source} of {len(sources)}", path, f"items[{k}]")
-            items.append(it)
-        return cls(root, labels, sources, items, data.get("active_model"), data.get("settings") or {})
+        validate_manifest(data, path)
+        return data
 
     def to_json(self) -> dict:
         return {
@@ -132,11 +172,89 @@ class Project:
             "sources": [s.to_json() for s in self.sources],
             "items": [it.to_json() for it in self.items],
             "active_model": self.active_model,
-            "settings": self.settings,
+            # a copy: the last written state is kept to merge against, and callers change
+            # project.settings in place
+            "settings": copy.deepcopy(self.settings),
         }
 
+    # --- one writer at a time ---------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the project's OS file lock (one writer across processes and Project objects)
+        and this object's thread lock. Re-entrant."""
+        with self._lock:
+            if self._flock is None:
+                self._flock = file_lock(self.root / LOCK_FILE, LOCK_TIMEOUT_S)
+            try:
+                self._flock.acquire()
+            except filelock.Timeout:
+                raise ProjectError(f"another MaskLoop program has held the project's lock for over "
+                                   f"{LOCK_TIMEOUT_S:.0f} s; try again when it is done",
+                                   self.root / LOCK_FILE) from None
+            except OSError as e:
+                raise WriteError(f"cannot take the project's lock ({e.strerror or e})",
+                                 self.root / LOCK_FILE, errno=e.errno) from None
+            try:
+                yield self
+            finally:
+                self._flock.release()
+
+    def update(self, fn: Optional[Callable[["Project"], object]] = None):
+        """Change the manifest without losing anyone's update: lock, re-read maskloop.json,
+        merge this object's unsaved changes onto it, apply `fn(self)`, write atomically.
+        Returns fn's result. If fn raises, nothing is written and this object holds the
+        state on disk (plus its earlier unsaved changes)."""
+        with self.locked():
+            disk = self._normalised(self._read_manifest(self.manifest_path))
+            merged = merge_manifest(self._base, self.to_json(), disk, self.manifest_path)
+            self._adopt(merged)
+            try:
+                result = fn(self) if fn is not None else None
+            except BaseException:
+                self._adopt(merged)
+                raise
+            if self.to_json() != disk:
+                self._write_manifest()
+            else:
+                self._base = disk
+            return result
+
     def save(self) -> None:
-        atomic_write_json(self.manifest_path, self.to_json())
+        """Write this object's changes (merged with what others wrote meanwhile)."""
+        self.update()
+
+    def reload(self) -> None:
+        """Take in what other programs wrote to maskloop.json; unsaved changes stay."""
+        with self._lock:
+            disk = self._normalised(self._read_manifest(self.manifest_path))
+            self._adopt(merge_manifest(self._base, self.to_json(), disk, self.manifest_path))
+            self._base = disk
+
+    def _write_manifest(self) -> None:
+        data = self.to_json()
+        atomic_write_json(self.manifest_path, data, inside=self.root)
+        self._base = data
+
+    def _normalised(self, data: dict) -> dict:
+        """A manifest dict in this version's own form (so it compares with to_json())."""
+        labels, sources, items, active, settings = _build(data, self.manifest_path)
+        return Project(self.root, labels, sources, items, active, settings).to_json()
+
+    def _adopt(self, data: dict) -> None:
+        """Make this object hold `data` (a normalised manifest), swapping whole objects."""
+        with self._lock:
+            if data == self.to_json():
+                return
+            labels, sources, items, active, settings = _build(data, self.manifest_path)
+            old = self._by_id
+            items = [old[it.id] if old.get(it.id) == it else it for it in items]  # keep identities
+            if labels.to_json() != self.labels.to_json():
+                self.labels = labels
+            self.sources[:] = sources
+            self.items[:] = items
+            self._by_id = {it.id: it for it in items}
+            self.active_model = active
+            self.settings = settings
 
     # --- sources and items -----------------------------------------------------------
     def _stored_path(self, path: Path) -> str:
@@ -160,8 +278,7 @@ class Project:
         """
         if isinstance(paths, (str, Path)):
             paths = [paths]
-        # a series is its folder and its files: one folder may hold several series
-        known = {(str(self.source_path(s).resolve()), s.files) for s in self.sources}
+        known = self._known_sources()
         found: list = []
         paths = [Path(p) for p in paths]
         for p in paths:
@@ -174,22 +291,46 @@ class Project:
                 continue
             known.add(key)
             found.append(src)
+        # ids are given under the lock, against the manifest as it is on disk now
+        return self.update(lambda proj: proj._append_sources(found))
+
+    def _known_sources(self) -> set:
+        # a series is its folder and its files: one folder may hold several series
+        return {(str(self.source_path(s).resolve()), s.files) for s in self.sources}
+
+    def _append_sources(self, found: list) -> list[Item]:
+        known = self._known_sources()  # another program may have added some meanwhile
         new_items: list[Item] = []
         taken = set(self._by_id)
+        sources = list(self.sources)
         for src in found:
+            if (str(Path(src.path).resolve()), src.files) in known:
+                continue
             stored = _replace_path(src, self._stored_path(Path(src.path)))
-            self.sources.append(stored)
-            s_index = len(self.sources) - 1
+            sources.append(stored)
+            s_index = len(sources) - 1
             for z in range(src.n_slices):
                 item_id = self._make_id(stored, z, taken)
                 taken.add(item_id)
                 name = src.name if src.n_slices == 1 else f"{src.name} [{z}]"
-                it = Item(item_id, s_index, z, name, src.height, src.width)
-                new_items.append(it)
-        self.items.extend(new_items)
-        self._by_id.update({it.id: it for it in new_items})
-        self.save()
+                new_items.append(Item(item_id, s_index, z, name, src.height, src.width))
+        self.sources[:] = sources
+        self.items[:] = self.items + new_items
+        self._by_id = {it.id: it for it in self.items}
         return new_items
+
+    def drop_items(self, item_ids: Iterable[str]) -> None:
+        """Take items, and sources left without items, out of this object's state (for an
+        update(fn) that undoes an add). Their annotation files are the caller's business."""
+        gone = set(item_ids)
+        keep = [it for it in self.items if it.id not in gone]
+        used = sorted({it.source for it in keep})
+        index = {old: new for new, old in enumerate(used)}
+        sources = [self.sources[k] for k in used]
+        keep = [Item(it.id, index[it.source], it.slice, it.name, it.height, it.width) for it in keep]
+        self.sources[:] = sources
+        self.items[:] = keep
+        self._by_id = {it.id: it for it in keep}
 
     @staticmethod
     def _make_id(src, z: int, taken: set) -> str:
@@ -232,20 +373,38 @@ class Project:
 
     # --- annotations -------------------------------------------------------------------
     def annotation_path(self, item_id: str) -> Path:
+        check_name(item_id, self.manifest_path, "item id")
         return self.annotations_dir / f"{item_id}.json"
 
     def load_annotation(self, item_id: str) -> ItemAnnotation:
+        """The item's annotation as on disk now. The file's stamp is recorded, so a later
+        save_annotation notices when another program changed the file in between."""
         from .formats.labelme import labelme_to_annotation
         it = self.item(item_id)
         path = self.annotation_path(item_id)
-        if not path.exists():
+        with self._lock:  # read and record together: a save from another thread is not between
+            data, stamp = _read_stamped(path)
+            self._stamps[item_id] = stamp
+        if data is None:
             return ItemAnnotation(item_id, it.height, it.width, [], "new")
-        data = read_json_file(path, "annotation")
-        ann = labelme_to_annotation(data, path, item_id=item_id, height=it.height, width=it.width)
-        return ann
+        validate_annotation_top(data, path, item_id)
+        return labelme_to_annotation(data, path, item_id=item_id, height=it.height, width=it.width)
 
-    def save_annotation(self, ann: ItemAnnotation) -> None:
-        """Validate, then atomically rewrite that one item's file."""
+    def edit_annotation(self, item_id: str, fn: Callable[[ItemAnnotation], Optional[ItemAnnotation]]):
+        """Re-read an item's annotation and change it under the project lock, so nothing
+        another program wrote is lost. `fn(ann)` returns the annotation to save, or None to
+        leave the file as it is. Returns what was saved (or None)."""
+        with self.locked():
+            new = fn(self.load_annotation(item_id))
+            if new is not None:
+                self.save_annotation(new)
+            return new
+
+    def save_annotation(self, ann: ItemAnnotation, *, overwrite: bool = False) -> None:
+        """Validate, then atomically rewrite that one item's file.
+
+        ConflictError (nothing written) when the file changed on disk since this object
+        last read or wrote it; `overwrite=True` writes anyway (the user chose to)."""
         from .formats.labelme import annotation_to_labelme
         it = self.item(ann.item_id)
         path = self.annotation_path(ann.item_id)
@@ -261,7 +420,46 @@ class Project:
         image_path = os.path.relpath(self.source_path(src), self.annotations_dir)
         data = annotation_to_labelme(ann, Path(image_path).as_posix(), self.labels,
                                      extra={"item": it.id, "slice": it.slice, "source_kind": src.kind})
-        atomic_write_json(path, data, indent=None)
+        with self.locked():
+            known = self._stamps.get(it.id, False)
+            if not overwrite and known is not False and file_stamp(path) != known:
+                raise ConflictError(f"item {it.id!r} was changed on disk by another program since it "
+                                    f"was read here; nothing was saved (reload it, then redo the change)",
+                                    path)
+            atomic_write_json(path, data, indent=None, inside=self.root)
+            self._stamps[it.id] = file_stamp(path)
+
+    def rename_label(self, old: str, new: str, *, skip_items: Iterable[str] = ()) -> list[str]:
+        """Rename a label in the manifest, then in every annotation file that uses it.
+
+        The manifest changes first (under the lock), then each file is re-read and rewritten
+        under the lock. A repeated call finishes a rename that was interrupted. Items in
+        `skip_items` (e.g. one the caller holds in memory and saves itself) are left alone.
+        Returns one line per file that could not be updated (the others are)."""
+        new = new.strip()
+
+        def rename(proj):
+            if old in proj.labels:
+                proj.labels.rename(old, new)
+            elif new not in proj.labels:
+                proj.labels.require(old, self.manifest_path)  # LabelError: unknown label
+        self.update(rename)
+
+        def relabel(ann):
+            hits = [i for i in ann.instances if i.label == old]
+            for i in hits:
+                i.label = new
+            return ann if hits else None
+
+        skip, failures = set(skip_items), []
+        for it in list(self.items):
+            if it.id in skip or not self.annotation_path(it.id).exists():
+                continue
+            try:
+                self.edit_annotation(it.id, relabel)
+            except (MaskLoopError, OSError) as e:
+                failures.append(e.one_line() if isinstance(e, MaskLoopError) else str(e))
+        return failures
 
     def status(self, item_id: str) -> str:
         path = self.annotation_path(item_id)
@@ -287,14 +485,40 @@ class Project:
             folder = self.models_dir / run_id
             try:
                 folder.mkdir()
-                return run_id, folder
             except FileExistsError:
                 n += 1
+                continue
+            # held until this process ends: a listing never takes a live run for an orphan
+            lock = file_lock(folder / RUN_LOCK, 0)
+            lock.acquire()
+            _LIVE_RUNS[str(folder)] = lock
+            return run_id, folder
 
     def _run_folders(self, newest_first: bool = False) -> list[Path]:
         if not self.models_dir.exists():
             return []
-        return sorted((p for p in self.models_dir.iterdir() if p.is_dir()), reverse=newest_first)
+        folders = [p for p in self.models_dir.iterdir() if p.is_dir() and not self._remove_if_orphan(p)]
+        return sorted(folders, reverse=newest_first)
+
+    def _remove_if_orphan(self, folder: Path) -> bool:
+        """Remove a run folder that a dead process left before its first checkpoint (made by
+        new_run, no model.pt, no last.pt to resume from, its owner's lock free). True if removed."""
+        marker = folder / RUN_LOCK
+        if (folder.is_symlink() or not marker.is_file() or (folder / "model.pt").exists()
+                or (folder / "last.pt").exists() or str(folder) in _LIVE_RUNS):
+            return False
+        probe = file_lock(marker, 0)
+        try:
+            probe.acquire()
+        except (filelock.Timeout, OSError):
+            return False  # its process is still running (first epoch) or we cannot tell
+        try:
+            shutil.rmtree(folder)
+        except OSError:
+            return False
+        finally:
+            probe.release()
+        return True
 
     @staticmethod
     def _run_json(folder: Path, key: str) -> dict:
@@ -329,10 +553,11 @@ class Project:
         return out
 
     def set_active_model(self, run_id: Optional[str]) -> None:
-        if run_id is not None and not (self.models_dir / run_id / "model.pt").exists():
-            raise ProjectError(f"no finished model run {run_id!r}", self.models_dir)
-        self.active_model = run_id
-        self.save()
+        if run_id is not None:
+            check_component(run_id, self.models_dir, None, "run id")
+            if not (self.models_dir / run_id / "model.pt").exists():
+                raise ProjectError(f"no finished model run {run_id!r}", self.models_dir)
+        self.update(lambda proj: setattr(proj, "active_model", run_id))
 
     def resolve_model(self, run_or_path=None) -> Path:
         """A run id or a checkpoint path -> the model.pt path; None -> the active model."""

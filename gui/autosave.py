@@ -176,7 +176,7 @@ class Autosave(QtCore.QObject):
         c = self.c
         item_id, ann = c.item_id, c.annotation
         try:
-            c.project.save_annotation(ann)
+            c.project.save_annotation(ann, overwrite=True)
         except (MaskLoopError, OSError) as e:
             c.saveFailed.emit(item_id, _reason(e))
             return False

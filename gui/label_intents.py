@@ -89,28 +89,12 @@ class LabelIntents:
             return False
         if not self.flush():
             return False
-        try:
-            self.labels.rename(old, new)
+        try:  # the engine renames in the manifest and in every file but the one held here
+            failures = self.project.rename_label(old, new, skip_items=[self.item_id])
         except MaskLoopError as e:
             self.error.emit(e.one_line())
             return False
         new = new.strip()
-        failures = []
-        for it in self.project.items:
-            if it.id == self.item_id or not self.project.annotation_path(it.id).exists():
-                continue
-            try:
-                ann = self.project.load_annotation(it.id)
-            except MaskLoopError as e:  # the file may use the old name that no longer exists
-                failures.append(e.one_line())
-                continue
-            if any(i.label == old for i in ann.instances):
-                for i in ann.instances:
-                    i.label = new if i.label == old else i.label
-                try:
-                    self.project.save_annotation(ann)
-                except (MaskLoopError, OSError) as e:
-                    failures.append(str(e))
         self.history.rename_label(old, new)
         if self.annotation is not None:
             touched = [i for i in self.annotation.instances if i.label == old]

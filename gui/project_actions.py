@@ -74,6 +74,7 @@ class ProjectActions:
         again: a failed "Open images" leaves nothing behind."""
         from engine.errors import MaskLoopError
         from engine.project import MANIFEST, Project
+        from engine.project_cleanup import discard_new_project
         from .background import run_with_progress
         root = Path(root)
         if not self.controller.close_project():
@@ -93,7 +94,7 @@ class ProjectActions:
             self.notify(e.one_line(), error=True)
             proj = None
         if not existed and (proj is None or (paths and not proj.items)):
-            _remove_new_project(root, root_existed)
+            discard_new_project(root, remove_root=not root_existed)
             return False
         return self.open_project(root)
 
@@ -163,20 +164,3 @@ class ProjectActions:
             act = self.recent_menu.addAction(p)
             act.setEnabled(Path(p, "maskloop.json").exists())
             act.triggered.connect(lambda _=False, path=p: self.open_project(path))
-
-
-
-def _remove_new_project(root: Path, root_existed: bool) -> None:
-    """Undo Project.create: the manifest, its empty folders, and the root if we made it."""
-    from engine.project import MANIFEST
-    (root / MANIFEST).unlink(missing_ok=True)
-    for sub in ("annotations", "models"):
-        try:
-            (root / sub).rmdir()          # only when empty: never remove anyone's files
-        except OSError:
-            pass
-    if not root_existed:
-        try:
-            root.rmdir()
-        except OSError:
-            pass

@@ -19,13 +19,22 @@ Rules shared by every importer (this module holds the common machinery):
   or with the same label and the very same pixels as an existing one, replaces / is
   skipped, so importing the same file twice changes nothing.
 - Paths inside imported files (COCO file_name, labelme imagePath) resolve relative to the
-  dataset folder and must stay inside it ("../", absolute paths -> FormatError), unless
-  the entry names a project item by its MaskLoop id (MaskLoop's own exports do).
+  dataset folder and must stay inside it ("../", absolute paths, symlinks leading out ->
+  FormatError), unless the entry names a project item by its MaskLoop id (MaskLoop's own
+  exports do).
+- All or nothing (apply_import): everything is checked before the first write; then the
+  manifest gets the new labels and images (one locked update each), then each annotation
+  file is re-read, merged and rewritten under the project lock. An error or a cancel while
+  writing restores every file written so far and takes the new labels and images out again;
+  a kill leaves a project that opens and exports (labels are in the manifest before any
+  file uses them), and running the same import again completes it (duplicates are skipped).
+- Exports never write over the project's own files (check_export_target).
 
 Nothing here loads Qt or torch.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -36,7 +45,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from ..annotations import Instance, ItemAnnotation
-from ..errors import FormatError, ImageReadError, MaskLoopError, ProjectError
+from ..errors import FormatError, ImageReadError, MaskLoopError, PathError, ProjectError
+from ..fsutil import atomic_write_bytes, file_stamp, is_inside, resolved
 from ..jobs import check, report
 
 # the full list, with options, is registry.FORMATS; these name the 2-D interchange formats
@@ -99,6 +109,11 @@ def read_json(path, what: str = "JSON"):
         raise FormatError(f"{what} file not found", path) from None
     except IsADirectoryError:
         raise FormatError(f"expected a {what} file, found a folder", path) from None
+    return parse_json(raw, path)
+
+
+def parse_json(raw: bytes, path):
+    """Parse the bytes of a JSON file; errors name `path` and the line."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -124,12 +139,29 @@ def contained_path(base, rel: str, path=None, field: Optional[str] = None) -> Pa
                           f"dataset folder {base}", path, field)
     base = Path(os.path.abspath(base))
     joined = Path(os.path.normpath(base / posix))
-    try:
-        joined.relative_to(base)
-    except ValueError:
+    # lexically inside, and still inside once symlinks are resolved (a link to /etc is out)
+    if not joined.is_relative_to(base) or not is_inside(joined, base):
         raise FormatError(f"{rel!r} leads outside the dataset folder {base}; import a folder that "
                           f"contains both the annotations and their images", path, field) from None
     return joined
+
+
+def check_export_target(project, *targets) -> None:
+    """PathError when an export target is (or lies in) one of the project's own files:
+    the manifest, its lock, annotations/ or models/, or is the project folder itself
+    (a folder export there could write '<item-id>.json' over the manifest)."""
+    from ..project import LOCK_FILE, MANIFEST
+    root = resolved(project.root)
+    own = [project.root / MANIFEST, project.root / LOCK_FILE, project.annotations_dir, project.models_dir]
+    for target in targets:
+        t = resolved(target)
+        if t == root:
+            raise PathError("an export cannot be written into the project folder itself; choose a "
+                            "file or subfolder (e.g. PROJECT/export)", target)
+        for o in own:
+            if is_inside(t, o):
+                raise PathError(f"an export cannot be written over or into the project's own "
+                                f"{Path(o).name}", target)
 
 
 # --- matching files to project items ---------------------------------------------------------
@@ -227,64 +259,148 @@ class NewImages:
 
 # --- writing merged annotations ------------------------------------------------------------------
 
+def _pixel_key(inst: Instance) -> tuple:
+    """Equal for two instances with the same label and the very same pixels."""
+    digest = hashlib.blake2b(np.packbits(inst.mask).tobytes(), digest_size=16).digest()
+    return (inst.label, inst.bbox, digest)
+
+
 def merge_instances(ann: ItemAnnotation, new: Sequence[Instance], skipped: Counter) -> int:
     """Append `new` to `ann` (in place): same id replaces, same label + same pixels is skipped.
-    Returns the number of instances added or replaced. Indexed by id and (label, bbox), so
-    a slice with hundreds of instances is not compared pair by pair."""
-    pos_of = {o.id: k for k, o in enumerate(ann.instances)}
-    by_box: dict = {}
+    Returns the number of instances added or replaced.
+
+    Linear: existing instances are indexed by id and by a hash of (label, bbox, packed mask),
+    so a label map of tens of thousands of objects merges in one pass."""
+    pos = {o.id: k for k, o in enumerate(ann.instances)}
+    by_pixels: dict = {}
     for o in ann.instances:
-        by_box.setdefault((o.label, o.bbox), []).append(o)
+        by_pixels.setdefault(_pixel_key(o), []).append(o)
     n = 0
     for inst in new:
-        pos = pos_of.get(inst.id)
-        if pos is not None:
-            old = ann.instances[pos]
-            by_box[(old.label, old.bbox)].remove(old)
-            ann.instances[pos] = inst
-            by_box.setdefault((inst.label, inst.bbox), []).append(inst)
+        key = _pixel_key(inst)
+        k = pos.get(inst.id)
+        if k is not None:
+            old = ann.instances[k]
+            by_pixels[_pixel_key(old)].remove(old)
+            ann.instances[k] = inst
+            by_pixels.setdefault(key, []).append(inst)
             n += 1
             continue
-        if any(np.array_equal(o.mask, inst.mask) for o in by_box.get((inst.label, inst.bbox), ())):
+        if any(np.array_equal(o.mask, inst.mask) for o in by_pixels.get(key, ())):
             skipped["duplicate (already in the project)"] += 1
             continue
-        pos_of[inst.id] = len(ann.instances)
+        pos[inst.id] = len(ann.instances)
         ann.instances.append(inst)
-        by_box.setdefault((inst.label, inst.bbox), []).append(inst)
+        by_pixels.setdefault(key, []).append(inst)
         n += 1
     return n
+
+
+def _check_updates(project, updates: dict, new_labels, new_images) -> None:
+    """The last checks before anything is written: every label known or about to be added,
+    every mask inside its image. Importers check this against their input already; this
+    keeps a bug in one of them from writing half an import."""
+    labels = set(project.labels.names()) | set(new_labels)
+    for key, insts in updates.items():
+        if isinstance(key, tuple):
+            shape = new_images.shapes[key[1]]
+            where = new_images.paths[key[1]]
+        else:
+            it = project.item(key)
+            shape, where = (it.height, it.width), key
+        for inst in insts:
+            if inst.label not in labels:
+                raise FormatError(f"instance with label {inst.label!r}, which is neither in the project "
+                                  f"nor among the import's new labels", where)
+            if not inst.fits(shape):
+                raise FormatError(f"an instance's mask lies outside the {shape[1]}x{shape[0]} image", where)
 
 
 def apply_import(project, updates: dict, report_: ImportReport, *, status: str,
                  new_labels: Iterable[str] = (), new_images: Optional[NewImages] = None,
                  progress=None, cancel=None) -> ImportReport:
     """Phase two of an import (everything already validated): add labels and images,
-    then merge and save the annotations.
+    then merge and save the annotations, all or nothing (see the module doc).
 
     `updates` maps an item id, or ("new", normalised image path) for an image about to
     be added, to its list of instances.
     """
+    new_labels = list(new_labels)
+    _check_updates(project, updates, new_labels, new_images)
     check(cancel)
-    for name in new_labels:
-        if name not in project.labels:
-            project.labels.add(name)
-            report_.labels_added.append(name)
-    added = {}
-    if new_images is not None and len(new_images):
-        added = new_images.add_to(project, cancel=cancel)
-        report_.items_added = len(added)
-    total = len(updates)
-    for k, (key, insts) in enumerate(updates.items()):
-        report(progress, k, total, "saving annotations")
-        item_id = added[key[1]].id if isinstance(key, tuple) else key
-        ann = project.load_annotation(item_id)
-        report_.instances += merge_instances(ann, insts, report_.skipped)
-        ann.status = status
-        project.save_annotation(ann)
-        report_.items_updated += 1
-    project.save()
+    undo = _ImportUndo(project)
+    try:
+        def add_labels(proj):
+            for name in new_labels:
+                if name not in proj.labels:
+                    proj.labels.add(name)
+                    undo.labels.append(name)
+        project.update(add_labels)
+        report_.labels_added.extend(undo.labels)
+        added = {}
+        if new_images is not None and len(new_images):
+            ids_before = {it.id for it in project.items}
+            added = new_images.add_to(project, cancel=cancel)
+            undo.items = [it.id for it in added.values() if it.id not in ids_before]
+            report_.items_added = len(added)
+        total = len(updates)
+        for k, (key, insts) in enumerate(updates.items()):
+            check(cancel)
+            report(progress, k, total, "saving annotations")
+            item_id = added[key[1]].id if isinstance(key, tuple) else key
+
+            def merge(ann, insts=insts, item_id=item_id):
+                undo.remember(item_id)
+                report_.instances += merge_instances(ann, insts, report_.skipped)
+                ann.status = status
+                return ann
+            project.edit_annotation(item_id, merge)
+            undo.written(item_id)
+            report_.items_updated += 1
+    except BaseException:
+        undo.rollback()
+        raise
     report(progress, total, total, "")
     return report_
+
+
+class _ImportUndo:
+    """What an import wrote, to take it back when the import fails or is cancelled."""
+
+    def __init__(self, project) -> None:
+        self.project = project
+        self.labels: list = []          # labels the import added
+        self.items: list = []           # items the import added
+        self.files: dict = {}           # item id -> (bytes before or None, stamp after)
+
+    def remember(self, item_id: str) -> None:
+        path = self.project.annotation_path(item_id)
+        self.files[item_id] = (path.read_bytes() if path.exists() else None, None)
+
+    def written(self, item_id: str) -> None:
+        before, _ = self.files[item_id]
+        self.files[item_id] = (before, file_stamp(self.project.annotation_path(item_id)))
+
+    def rollback(self) -> None:
+        proj = self.project
+        with proj.locked():
+            for item_id, (before, stamp) in self.files.items():
+                path = proj.annotation_path(item_id)
+                if stamp is None or file_stamp(path) != stamp:
+                    continue  # not written by us, or changed by someone since: leave it
+                if before is None:
+                    path.unlink()
+                else:
+                    atomic_write_bytes(path, before, inside=proj.root)
+                proj.load_annotation(item_id)  # re-arm the stamp on the restored file
+            if self.labels or self.items:
+                proj.update(self._remove_added)
+
+    def _remove_added(self, proj) -> None:
+        proj.drop_items(self.items)
+        for name in self.labels:
+            if name in proj.labels:
+                proj.labels.remove(name)
 
 
 # --- splits ---------------------------------------------------------------------------------------

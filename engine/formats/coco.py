@@ -34,7 +34,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -43,11 +42,11 @@ from pycocotools import mask as coco_mask
 
 from ..annotations import Instance
 from ..errors import FormatError, ImageReadError, LabelError
-from ..fsutil import atomic_write_bytes, atomic_write_json
+from ..fsutil import atomic_copy, atomic_write_bytes, atomic_write_json
 from ..jobs import check, report
 from ..masks import mask_to_polygons, polygons_to_mask, rle_decode
-from . import (ExportReport, ImportReport, ItemIndex, NewImages, apply_import, contained_path, read_json,
-               selected_items, split_ids)
+from . import (ExportReport, ImportReport, ItemIndex, NewImages, apply_import, check_export_target,
+               contained_path, read_json, selected_items, split_ids)
 
 COPY_AS_IS = (".png", ".jpg", ".jpeg")
 
@@ -160,10 +159,7 @@ def write_item_image(project, item, dest_stem: Path, *, as_is_exts=COPY_AS_IS) -
     ext = spath.suffix.lower()
     if src.kind == "image" and ext in as_is_exts:
         dest = dest_stem.with_suffix(ext)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name("." + dest.name + ".tmp")
-        shutil.copyfile(spath, tmp)
-        os.replace(tmp, dest)
+        atomic_copy(spath, dest)
         return dest
     arr = project.load_image(item.id)
     if arr.dtype in (np.uint8, np.uint16):
@@ -185,6 +181,7 @@ def export_coco(project, out, *, polygons: bool = False, only_reviewed: bool = F
     if split is not None and not 0.0 < float(split) < 1.0:
         raise FormatError(f"--split must be between 0 and 1, got {split}", None, "split")
     folder, targets = _out_files(out, split)
+    check_export_target(project, folder / "images", *(t for _, t in targets))
     chosen = selected_items(project, only_reviewed, items)
     rep = ExportReport("coco")
     labels = project.labels

@@ -532,9 +532,8 @@ def export_labelme(project, out, *, only_reviewed: bool = False, copy_images: bo
     copy_images; slices and images labelme cannot read are always written next to the
     JSON (`images/<item-id>.png|.tif`) so every exported file opens in labelme.
     """
-    import shutil
-    from . import ExportReport, selected_items, split_ids
-    from ..fsutil import atomic_write_json
+    from . import ExportReport, check_export_target, selected_items, split_ids
+    from ..fsutil import atomic_copy, atomic_write_json
     from ..jobs import check, report
 
     out = Path(out)
@@ -542,6 +541,7 @@ def export_labelme(project, out, *, only_reviewed: bool = False, copy_images: bo
         raise FormatError("labelme export needs a folder", out)
     if split is not None and not 0.0 < float(split) < 1.0:
         raise FormatError(f"--split must be between 0 and 1, got {split}", None, "split")
+    check_export_target(project, out)
     chosen = selected_items(project, only_reviewed, items)
     if split is not None:
         train, val = split_ids([it.id for it in chosen], float(split), seed)
@@ -563,10 +563,7 @@ def export_labelme(project, out, *, only_reviewed: bool = False, copy_images: bo
             rep.copied_images += 1
         elif copy_images:
             img = folder / "images" / (it.id + spath.suffix.lower())
-            img.parent.mkdir(parents=True, exist_ok=True)
-            tmp = img.with_name("." + img.name + ".tmp")
-            shutil.copyfile(spath, tmp)
-            os.replace(tmp, img)
+            atomic_copy(spath, img)
             rep.copied_images += 1
         else:
             img = spath

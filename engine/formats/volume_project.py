@@ -259,13 +259,16 @@ def import_volume(project, path, *, stack: Optional[str] = None, kind: str = "in
     if not updates:
         raise FormatError("the volume holds no labelled voxel", path)
     # everything is validated: now change the project
-    if adopt is not None:
-        project.sources[s] = dataclasses.replace(project.sources[s], geometry=adopt)
-    if kind == "class":
-        _remember_values(project, {int(v): label_of(int(v)) for v in present_values(data)})
     report(progress, 2, 3, "saving")
     rep = apply_import(project, updates, rep, status="predicted" if as_predictions else "reviewed",
                        new_labels=[n for n in used if n not in project.labels], progress=progress, cancel=cancel)
+
+    def remember(proj) -> None:  # after the annotations: under the lock, onto the manifest on disk
+        if adopt is not None:
+            proj.sources[s] = dataclasses.replace(proj.sources[s], geometry=adopt)
+        if kind == "class":
+            _remember_values(proj, {int(v): label_of(int(v)) for v in present_values(data)})
+    project.update(remember)
     rep.objects = n_objects  # read by the CLI's summary line
     return rep
 

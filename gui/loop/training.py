@@ -132,7 +132,7 @@ class Training:
         if verdict is None and self._active_on_disk() == run_id:
             verdict = {"run": run_id, "active": True}   # a child that activated without saying so
         if verdict is not None and verdict.get("run") == run_id and verdict.get("active"):
-            self.project.active_model = run_id   # already so on disk
+            self.project.reload()   # adopt the child's activation (not an unsaved change of ours)
             self.models_panel.refresh()
             self.models_panel.activeModelChanged.emit(run_id)
             became_active = True

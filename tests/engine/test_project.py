@@ -164,3 +164,15 @@ def test_models_registry(tmp_path):
     assert proj.resolve_model() == folder / "model.pt"
     with pytest.raises(ProjectError):
         proj.set_active_model("nope")
+
+
+def test_a_setting_changed_in_place_after_a_save_is_saved(tmp_path):
+    # the manifest merge compares with the last written state: that state must not be the
+    # live settings dict, or an in-place change looks like no change and is dropped
+    p = Project.create(tmp_path / "p", ["a"])
+    p.settings["pixel_size"] = {"value": 0.65, "unit": "um"}
+    p.save()
+    p.settings["pixel_size"]["value"] = 0.5
+    p.settings["other"] = 1
+    p.save()
+    assert Project.open(p.root).settings == {"pixel_size": {"value": 0.5, "unit": "um"}, "other": 1}
