@@ -11,7 +11,7 @@ import sys
 
 from ..errors import MaskLoopError
 
-SUBCOMMANDS = ("new", "add", "import", "export", "info", "segment", "train", "evaluate", "demo")
+SUBCOMMANDS = ("new", "add", "import", "export", "info", "segment", "train", "evaluate", "demo", "rank")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
         model_cmds = None
     if model_cmds is not None:
         model_cmds.register(sub)
+    from . import rank_cmds
+    rank_cmds.register(sub)
     return parser
 
 
