@@ -43,7 +43,7 @@ def random_predictor(seed, **kw):
     return Predictor.from_model(B.build_model("r18fpn", 2), ["blob"], POLICY, device="cpu", copy_model=False, **kw)
 
 
-def train_heads(seeds=(0, 1), iters=80):
+def train_heads(seeds=(0, 1), iters=70):
     """A model that knows the blobs, trained in-test (CPU, seconds on an idle core): the
     backbone stays as built (frozen, its features computed once per image), the RPN and
     the box and mask heads learn from the images and their mirror images."""
@@ -84,7 +84,13 @@ def train_heads(seeds=(0, 1), iters=80):
 
 @pytest.fixture(scope="module")
 def trained():
-    return Predictor.from_model(train_heads(), ["blob"], POLICY, device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)    # small ops: one thread is faster on a shared machine; restored below
+    try:
+        model = train_heads()
+    finally:
+        torch.set_num_threads(threads)
+    return Predictor.from_model(model, ["blob"], POLICY, device="cpu")
 
 
 # --- the cache ----------------------------------------------------------------------------
