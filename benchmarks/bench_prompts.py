@@ -42,9 +42,9 @@ def pct(values, q):
 def bench_arch(arch: str, size: int, n_prompts: int, repeat: int, seed: int = 0) -> dict:
     import torch
     from engine import synthetic as S
-    from engine.model.build import build_model
+    from engine.model.weights import build_model
     from engine.model.normalize import percentile_policy
-    from engine.model.predict import Predictor
+    from engine.model.predictor import Predictor
     from engine.model.prompts import PromptEngine
     torch.manual_seed(seed)
     model = build_model(arch, 2, base="scratch")

@@ -41,7 +41,7 @@ def cmd_rank(args) -> int:
         for t in args.items:
             proj.item(t)  # ProjectError naming an unknown id
     model_path = proj.resolve_model(args.model)
-    from ..model.predict import Predictor
+    from ..model.predictor import Predictor
     from ..model.uncertainty import rank_items
     pred = Predictor(model_path, device=args.device, expected_labels=proj.labels)
     ranked = rank_items(proj, pred, args.items, by=args.by, score_threshold=args.score,

@@ -34,7 +34,8 @@ from ..jobs import CancelToken, check
 from ..prompt_classic import PromptAnswer, clip_box
 from .feature_cache import FeatureCache, Window, WindowFeatures
 from .normalize import normalize_compact
-from .predict import paste_in_box, tile_grid
+from .predictor import paste_in_box
+from .tiling import tile_grid
 
 MASK_THRESHOLD = 0.5
 CLICK_MASKS = 5          # the click's best detections whose masks are computed in one pass

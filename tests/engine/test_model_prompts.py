@@ -7,10 +7,10 @@ import torch
 from engine.annotations import Instance
 from engine.errors import MaskLoopError
 from engine.masks import iou
-from engine.model import build as B
+from engine.model.weights import build_model
 from engine.model import normalize as N
 from engine.model.feature_cache import FeatureCache
-from engine.model.predict import Predictor
+from engine.model.predictor import Predictor
 from engine.model.prompts import PromptEngine
 
 POLICY = N.range_policy(0, 255)
@@ -40,7 +40,7 @@ def loose_box(mask, pad=2):
 
 def random_predictor(seed, **kw):
     torch.manual_seed(seed)
-    return Predictor.from_model(B.build_model("r18fpn", 2), ["blob"], POLICY, device="cpu", copy_model=False, **kw)
+    return Predictor.from_model(build_model("r18fpn", 2), ["blob"], POLICY, device="cpu", copy_model=False, **kw)
 
 
 def train_heads(seeds=(0, 1), iters=70):
@@ -48,7 +48,7 @@ def train_heads(seeds=(0, 1), iters=70):
     backbone stays as built (frozen, its features computed once per image), the RPN and
     the box and mask heads learn from the images and their mirror images."""
     torch.manual_seed(0)
-    m = B.build_model("r18fpn", 2)
+    m = build_model("r18fpn", 2)
     m.roi_heads.fg_bg_sampler.batch_size_per_image = 32
     torch.nn.init.normal_(m.roi_heads.mask_predictor.mask_fcn_logits.weight, std=0.001)
     torch.nn.init.normal_(m.roi_heads.box_predictor.cls_score.weight, std=0.01)

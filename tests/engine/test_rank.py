@@ -9,7 +9,8 @@ import torch
 from engine.annotations import Instance, ItemAnnotation
 from engine.cli import run as cli_run
 from engine.masks import components
-from engine.model import build as B
+from engine.model.checkpoint import save_checkpoint
+from engine.model.weights import build_model
 from engine.model import normalize as N
 from engine.model.uncertainty import (Uncertainty, flip_back, flip_disagreement, item_uncertainty, mid_share,
                                       rank_items)
@@ -96,12 +97,12 @@ def test_rank_puts_the_most_uncertain_unreviewed_items_first(project):
 
 def test_rank_command(project, capsys):
     torch.manual_seed(0)
-    model = B.build_model("r18fpn", 2)
+    model = build_model("r18fpn", 2)
     with torch.no_grad():   # a model sure that there is nothing: the command's plumbing, quickly
         model.roi_heads.box_predictor.cls_score.bias.copy_(torch.tensor([20.0, -20.0]))
     run_dir = project.root / "models" / "run-x"
     run_dir.mkdir(parents=True)
-    B.save_checkpoint(run_dir / "model.pt", model, label_names=["blob"], normalization=N.range_policy(0, 255),
+    save_checkpoint(run_dir / "model.pt", model, label_names=["blob"], normalization=N.range_policy(0, 255),
                       run="run-x")
     root = str(project.root)
     assert cli_run(["rank", root]) == 1                                   # no active model yet
