@@ -102,3 +102,12 @@ def wand_click(image: np.ndarray, point, *, tolerance: Optional[float] = None, l
         return None
     mask, x0, y0 = res
     return PromptAnswer(Instance(mask=mask, x0=x0, y0=y0, label=label, source="prompt"), "wand")
+
+
+def grabcut_answerer(display_of, label: str = ""):
+    """A propagation answerer (engine.propagate): GrabCut in the box on slice k's display
+    image, `display_of(k)` -> 8-bit image."""
+    def answer(k: int, box):
+        got = grabcut_box(display_of(k), box, label=label)
+        return got.instance if got is not None else None
+    return answer

@@ -243,3 +243,12 @@ def _rpn_with_scores(rpn, images, features) -> tuple[torch.Tensor, torch.Tensor]
     proposals = rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
     boxes, scores = rpn.filter_proposals(proposals, objectness.detach(), images.image_sizes, per_level)
     return boxes[0], scores[0]
+
+
+def model_answerer(engine: PromptEngine, image_of, key_of=lambda k: k, label: Optional[str] = None):
+    """A propagation answerer (engine.propagate): the box prompt on slice k, whose raw image
+    is `image_of(k)` and whose cache key is `key_of(k)` (e.g. the slice's item id)."""
+    def answer(k: int, box):
+        got = engine.box(key_of(k), image_of(k), box, label=label)
+        return got.instance if got is not None else None
+    return answer

@@ -7,7 +7,8 @@ from engine.annotations import Instance
 from engine.errors import CancelledError
 from engine.jobs import CancelToken
 from engine.masks import iou
-from engine.prompt_classic import grabcut_box, wand_click
+from engine.prompt_classic import grabcut_answerer as _grabcut_answerer
+from engine.prompt_classic import wand_click
 from engine.propagate import PropagationRule, grown_box, propagate, propagate_object
 
 
@@ -22,10 +23,7 @@ def sphere_stack(Z=41, H=96, W=96, R=16.0, noise=20.0, seed=0):
 
 
 def grabcut_answerer(stack):
-    def answer(k, box):
-        a = grabcut_box(stack[k], box)
-        return a.instance if a is not None else None
-    return answer
+    return _grabcut_answerer(lambda k: stack[k])
 
 
 def test_one_click_on_the_middle_slice_propagates_to_the_ends_of_the_sphere():
