@@ -34,6 +34,8 @@ class WindowFeatures:
     scale: tuple[float, float]                   # (sy, sx): transformed px per window px
     proposals: torch.Tensor                      # (N, 4) RPN boxes, transformed coordinates
     objectness: torch.Tensor                     # (N,) RPN scores (probabilities)
+    class_probs: torch.Tensor                    # (N, C) the box head's class probabilities per proposal
+    refined: torch.Tensor                        # (N, C, 4) the box head's class-specific boxes
 
 
 def fingerprint(image: np.ndarray) -> str:

@@ -7,10 +7,11 @@ The item's backbone/FPN features and RPN proposals are computed once per item pe
   model knows it) or the box head's preferred class. One pass of the box head refines
   the box; the refined box is used when the box head scores it higher for that class.
   The mask head then predicts the mask in the chosen box.
-- Click prompt: among the RPN proposals that contain the click (highest objectness
-  first, at most `max_candidates`), the box head's detections that still contain it are
-  ranked by class score (any score); the best one whose mask covers the clicked pixel
-  is the answer.
+- Click prompt: the box head has already scored every RPN proposal when the item was
+  cached (as `predict` does); the detections (refined boxes, else their proposals) that
+  contain the click are ranked by class score (any score), and the best one whose mask
+  covers the clicked pixel is the answer (the mask head runs on the best one first, then
+  on the next few only if needed).
 
 Tiled items (larger than the predictor's tile): a prompt uses one tile-sized window that
 contains the box (the tile of the predictor's grid nearest the box's centre, else a
@@ -38,7 +39,7 @@ from .predictor import paste_in_box
 from .tiling import tile_grid
 
 MASK_THRESHOLD = 0.5
-CLICK_MASKS = 5          # the click's best detections whose masks are computed in one pass
+CLICK_MASKS = 5          # at most this many of the click's best detections get a mask tried
 
 
 class PromptEngine:
@@ -113,10 +114,12 @@ class PromptEngine:
             images, _ = net.transform([t])
             features = net.backbone(images.tensors)
             proposals, objectness = _rpn_with_scores(net.rpn, images, features)
-        h, w = images.image_sizes[0]
-        return WindowFeatures(window=window, features=features, image_size=(int(h), int(w)),
-                              scale=(h / (y1 - y0), w / (x1 - x0)), proposals=proposals,
-                              objectness=objectness)
+            h, w = images.image_sizes[0]
+            wf = WindowFeatures(window=window, features=features, image_size=(int(h), int(w)),
+                                scale=(h / (y1 - y0), w / (x1 - x0)), proposals=proposals,
+                                objectness=objectness, class_probs=None, refined=None)
+            wf.class_probs, wf.refined = self._box_head(wf, proposals)
+        return wf
 
     # -- heads on a few boxes -------------------------------------------------------------
     def _box_head(self, wf: WindowFeatures, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,8 +190,8 @@ class PromptEngine:
             return None
         return PromptAnswer(inst, "model-box", label=name, score=score, refined=used_refined)
 
-    def click(self, item_key: Hashable, image: np.ndarray, point, *, label: Optional[str] = None,
-              max_candidates: int = 100) -> Optional[PromptAnswer]:
+    def click(self, item_key: Hashable, image: np.ndarray, point, *, label: Optional[str] = None
+              ) -> Optional[PromptAnswer]:
         """The best detection/proposal (any score) whose mask covers the clicked pixel."""
         H, W = np.asarray(image).shape[:2]
         x, y = int(point[0]), int(point[1])
@@ -198,33 +201,37 @@ class PromptEngine:
         wf = self.prepare(item_key, image, win)
         sy, sx = wf.scale
         px, py = (x + 0.5 - win[0]) * sx, (y + 0.5 - win[1]) * sy
-        P = wf.proposals
-        hit = torch.nonzero((P[:, 0] <= px) & (P[:, 2] >= px) & (P[:, 1] <= py) & (P[:, 3] >= py))[:, 0]
-        if hit.numel() == 0:
+        P, n = wf.proposals, len(wf.proposals)
+        cls = self._class_for(label)
+        if cls is None:
+            score, c = wf.class_probs[:, 1:].max(1)
+            c = c + 1
+        else:
+            c = torch.full((n,), cls, dtype=torch.long, device=P.device)
+            score = wf.class_probs[:, cls]
+        det = wf.refined[torch.arange(n), c]
+        in_det = _contains(det, px, py)
+        box = torch.where(in_det[:, None], det, P)       # a refined box that left the click: the proposal
+        cand = torch.nonzero(in_det | _contains(P, px, py))[:, 0]
+        if cand.numel() == 0:
             return None
-        hit = hit[torch.argsort(wf.objectness[hit], descending=True)][:max_candidates]
-        with torch.inference_mode():
-            probs, refined = self._box_head(wf, P[hit])
-            cls = self._class_for(label)
-            if cls is None:
-                score, c = probs[:, 1:].max(1)
-                c = c + 1
-            else:
-                c = torch.full((len(hit),), cls, dtype=torch.long, device=P.device)
-                score = probs[:, cls]
-            det = refined[torch.arange(len(hit)), c]
-            covers = (det[:, 0] <= px) & (det[:, 2] >= px) & (det[:, 1] <= py) & (det[:, 3] >= py)
-            det = torch.where(covers[:, None], det, P[hit])   # a refined box that left the click: the proposal
-            order = torch.argsort(score, descending=True)[:CLICK_MASKS]
-            mprobs = self._mask_probs(wf, det[order], c[order])
+        cand = cand[torch.argsort(score[cand], descending=True)][:CLICK_MASKS]
         names = self._predictor.label_names
-        insts = self._paste(wf, mprobs, det[order], "")
-        for k, inst in zip(order.tolist(), insts):
-            if inst is not None and _covers(inst, x, y):
-                name = names[int(c[k]) - 1]
-                inst.label = label or name
-                return PromptAnswer(inst, "model-click", label=name, score=float(score[k]))
+        for chunk in (cand[:1], cand[1:]):               # usually the best one covers the click
+            if chunk.numel() == 0:
+                continue
+            with torch.inference_mode():
+                mprobs = self._mask_probs(wf, box[chunk], c[chunk])
+            for k, inst in zip(chunk.tolist(), self._paste(wf, mprobs, box[chunk], "")):
+                if inst is not None and _covers(inst, x, y):
+                    name = names[int(c[k]) - 1]
+                    inst.label = label or name
+                    return PromptAnswer(inst, "model-click", label=name, score=float(score[k]))
         return None
+
+
+def _contains(boxes: torch.Tensor, px: float, py: float) -> torch.Tensor:
+    return (boxes[:, 0] <= px) & (boxes[:, 2] >= px) & (boxes[:, 1] <= py) & (boxes[:, 3] >= py)
 
 
 def _covers(inst: Instance, x: int, y: int) -> bool:
