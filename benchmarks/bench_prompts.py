@@ -90,8 +90,13 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--prompts", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads for this run (0: torch's default); the prompt path is many "
+                         "small ops, which a loaded machine slows most with several threads")
     args = ap.parse_args(argv)
     import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"# {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs (torch threads "
           f"{torch.get_num_threads()}), load average {os.getloadavg()[0]:.1f}, torch {torch.__version__}")
     print("| arch | image | full predict (dets) | feature caching | box prompt p50 / p95 | click prompt p50 / p95 |")
