@@ -12,7 +12,7 @@ import sys
 from ..errors import MaskLoopError
 
 SUBCOMMANDS = ("new", "add", "import", "export", "info", "link", "segment", "train", "evaluate",
-               "measure", "scale", "demo")
+               "rank", "measure", "scale", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         model_cmds.register(sub)
     from . import measure_cmds
     measure_cmds.register(sub)
+    from . import rank_cmds
+    rank_cmds.register(sub)
     return parser
 
 

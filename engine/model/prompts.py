@@ -1,0 +1,261 @@
+"""Box and click prompts answered by the project's own Mask R-CNN from cached features.
+
+The item's backbone/FPN features and RPN proposals are computed once per item per model
+(engine.model.feature_cache); a prompt then costs RoIAlign and the heads only:
+
+- Box prompt: the box head scores the user's box; the label is the user's (when the
+  model knows it) or the box head's preferred class. One pass of the box head refines
+  the box; the refined box is used when the box head scores it higher for that class.
+  The mask head then predicts the mask in the chosen box.
+- Click prompt: the box head has already scored every RPN proposal when the item was
+  cached (as `predict` does); the detections (refined boxes, else their proposals) that
+  contain the click are ranked by class score (any score), and the best one whose mask
+  covers the clicked pixel is the answer (the mask head runs on the best one first, then
+  on the next few only if needed).
+
+Tiled items (larger than the predictor's tile): a prompt uses one tile-sized window that
+contains the box (the tile of the predictor's grid nearest the box's centre, else a
+window centred on the box); a box larger than a tile is refused.
+
+Answers are `engine.prompt_classic.PromptAnswer`s whose instance has source "prompt"
+(the user drew it with the model's help; it is not model output).
+"""
+from __future__ import annotations
+
+from typing import Hashable, Optional
+
+import numpy as np
+import torch
+from torchvision.models.detection.rpn import concat_box_prediction_layers
+from torchvision.ops import boxes as box_ops
+
+from ..annotations import Instance
+from ..errors import MaskLoopError
+from ..jobs import CancelToken, check
+from ..prompt_classic import PromptAnswer, clip_box
+from .feature_cache import FeatureCache, Window, WindowFeatures
+from .normalize import normalize_compact
+from .predictor import paste_in_box
+from .tiling import tile_grid
+
+MASK_THRESHOLD = 0.5
+CLICK_MASKS = 5          # at most this many of the click's best detections get a mask tried
+
+
+class PromptEngine:
+    """Answers prompts with one Predictor (its warm model) and one FeatureCache."""
+
+    def __init__(self, predictor, cache: Optional[FeatureCache] = None):
+        self.cache = cache if cache is not None else FeatureCache()
+        self._predictor = predictor
+
+    @property
+    def predictor(self):
+        return self._predictor
+
+    def set_predictor(self, predictor) -> None:
+        """Another active model: every cached feature belongs to the old one."""
+        self._predictor = predictor
+        self.cache.clear()
+
+    # -- windows ------------------------------------------------------------------------
+    def _tiled(self, H: int, W: int) -> int:
+        tile = int(self._predictor.tile or 0)
+        return tile if tile and (H > tile or W > tile) else 0
+
+    def window_for_box(self, box: Window, H: int, W: int) -> Window:
+        tile = self._tiled(H, W)
+        if not tile:
+            return (0, 0, W, H)
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        if bw > tile or bh > tile:
+            raise MaskLoopError(f"the box ({bw}x{bh} px) is larger than a tile of this image ({tile} px): "
+                                f"draw a smaller box", field="box")
+        return self._window_around(box, H, W, tile)
+
+    def window_for_point(self, x: int, y: int, H: int, W: int) -> Window:
+        tile = self._tiled(H, W)
+        return (0, 0, W, H) if not tile else self._window_around((x, y, x + 1, y + 1), H, W, tile)
+
+    def _window_around(self, box: Window, H: int, W: int, tile: int) -> Window:
+        grid = tile_grid(H, W, tile, self._predictor.overlap_for(tile))
+        inside = [t for t in grid if t[0] <= box[0] and t[1] <= box[1] and t[2] >= box[2] and t[3] >= box[3]]
+        if inside:  # the tile that holds the box farthest from its edges
+            return max(inside, key=lambda t: min(box[0] - t[0], box[1] - t[1], t[2] - box[2], t[3] - box[3]))
+        tw, th = min(tile, W), min(tile, H)
+        cx, cy = (box[0] + box[2]) // 2, (box[1] + box[3]) // 2
+        x0 = int(np.clip(cx - tw // 2, 0, W - tw))
+        y0 = int(np.clip(cy - th // 2, 0, H - th))
+        return (x0, y0, x0 + tw, y0 + th)
+
+    # -- features -----------------------------------------------------------------------
+    def prepare(self, item_key: Hashable, image: np.ndarray, window: Optional[Window] = None,
+                cancel: Optional[CancelToken] = None) -> WindowFeatures:
+        """Cache the features of the item (of `window`; default: the whole item, or for a
+        tiled item its first tile). The inference worker calls this when an item is shown."""
+        H, W = np.asarray(image).shape[:2]
+        if window is None:
+            window = self.window_for_point(0, 0, H, W)
+        check(cancel)
+        return self.cache.get(self._predictor, item_key, image, window,
+                              lambda w: self._compute(image, w))
+
+    def _compute(self, image: np.ndarray, window: Window) -> WindowFeatures:
+        p = self._predictor
+        net = p.model
+        x0, y0, x1, y1 = window
+        arr = normalize_compact(np.asarray(image), p.normalization)[y0:y1, x0:x1]
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+        t = t.to(p.device)
+        if t.shape[0] == 1:
+            t = t.expand(3, -1, -1)
+        with torch.inference_mode():
+            images, _ = net.transform([t])
+            features = net.backbone(images.tensors)
+            proposals, objectness = _rpn_with_scores(net.rpn, images, features)
+            h, w = images.image_sizes[0]
+            wf = WindowFeatures(window=window, features=features, image_size=(int(h), int(w)),
+                                scale=(h / (y1 - y0), w / (x1 - x0)), proposals=proposals,
+                                objectness=objectness, class_probs=None, refined=None)
+            wf.class_probs, wf.refined = self._box_head(wf, proposals)
+        return wf
+
+    # -- heads on a few boxes -------------------------------------------------------------
+    def _box_head(self, wf: WindowFeatures, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(class probabilities (K, C), class-specific refined boxes (K, C, 4))."""
+        rh = self._predictor.model.roi_heads
+        x = rh.box_roi_pool(wf.features, [boxes], [wf.image_size])
+        logits, reg = rh.box_predictor(rh.box_head(x))
+        probs = torch.softmax(logits.float(), -1)
+        refined = rh.box_coder.decode(reg.float(), [boxes]).reshape(len(boxes), -1, 4)
+        return probs, box_ops.clip_boxes_to_image(refined, wf.image_size)
+
+    def _mask_probs(self, wf: WindowFeatures, boxes: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
+        rh = self._predictor.model.roi_heads
+        x = rh.mask_roi_pool(wf.features, [boxes], [wf.image_size])
+        logits = rh.mask_predictor(rh.mask_head(x)).float()
+        return logits[torch.arange(len(boxes)), classes].sigmoid().cpu().numpy()
+
+    def _to_window_px(self, wf: WindowFeatures, boxes: torch.Tensor) -> np.ndarray:
+        sy, sx = wf.scale
+        b = boxes.float().cpu().numpy().reshape(-1, 4).copy()
+        b[:, 0::2] /= sx
+        b[:, 1::2] /= sy
+        return b
+
+    def _paste(self, wf: WindowFeatures, probs: np.ndarray, boxes: torch.Tensor, label: str
+               ) -> list[Optional[Instance]]:
+        x0, y0, x1, y1 = wf.window
+        out: list[Optional[Instance]] = []
+        for crop, cx, cy in paste_in_box(probs, self._to_window_px(wf, boxes), y1 - y0, x1 - x0, MASK_THRESHOLD):
+            if crop.size == 0 or not crop.any():
+                out.append(None)
+                continue
+            out.append(Instance(mask=crop, x0=cx + x0, y0=cy + y0, label=label, source="prompt").tight())
+        return out
+
+    def _class_for(self, label: Optional[str]) -> Optional[int]:
+        names = self._predictor.label_names
+        return names.index(label) + 1 if label in names else None
+
+    # -- prompts ------------------------------------------------------------------------
+    def box(self, item_key: Hashable, image: np.ndarray, box, *, label: Optional[str] = None,
+            refine: bool = True) -> Optional[PromptAnswer]:
+        """The mask for a user box (x0, y0, x1, y1); None when the mask head finds nothing."""
+        H, W = np.asarray(image).shape[:2]
+        b = clip_box(box, H, W)
+        win = self.window_for_box(b, H, W)
+        wf = self.prepare(item_key, image, win)
+        sy, sx = wf.scale
+        bt = torch.tensor([[(b[0] - win[0]) * sx, (b[1] - win[1]) * sy,
+                            (b[2] - win[0]) * sx, (b[3] - win[1]) * sy]],
+                          dtype=torch.float32, device=wf.proposals.device)
+        with torch.inference_mode():
+            probs, refined = self._box_head(wf, bt)
+            cls = self._class_for(label)
+            if cls is None:
+                cls = int(torch.argmax(probs[0, 1:])) + 1
+            score, chosen, used_refined = float(probs[0, cls]), bt, False
+            if refine:
+                rb = refined[:, cls]
+                if float((rb[0, 2] - rb[0, 0]) * (rb[0, 3] - rb[0, 1])) > 0:
+                    p2, _ = self._box_head(wf, rb)
+                    if float(p2[0, cls]) > score:
+                        score, chosen, used_refined = float(p2[0, cls]), rb, True
+            probs_m = self._mask_probs(wf, chosen, torch.tensor([cls], device=chosen.device))
+        name = self._predictor.label_names[cls - 1]
+        inst = self._paste(wf, probs_m, chosen, label or name)[0]
+        if inst is None:
+            return None
+        return PromptAnswer(inst, "model-box", label=name, score=score, refined=used_refined)
+
+    def click(self, item_key: Hashable, image: np.ndarray, point, *, label: Optional[str] = None
+              ) -> Optional[PromptAnswer]:
+        """The best detection/proposal (any score) whose mask covers the clicked pixel."""
+        H, W = np.asarray(image).shape[:2]
+        x, y = int(point[0]), int(point[1])
+        if not (0 <= x < W and 0 <= y < H):
+            return None
+        win = self.window_for_point(x, y, H, W)
+        wf = self.prepare(item_key, image, win)
+        sy, sx = wf.scale
+        px, py = (x + 0.5 - win[0]) * sx, (y + 0.5 - win[1]) * sy
+        P, n = wf.proposals, len(wf.proposals)
+        cls = self._class_for(label)
+        if cls is None:
+            score, c = wf.class_probs[:, 1:].max(1)
+            c = c + 1
+        else:
+            c = torch.full((n,), cls, dtype=torch.long, device=P.device)
+            score = wf.class_probs[:, cls]
+        det = wf.refined[torch.arange(n), c]
+        in_det = _contains(det, px, py)
+        box = torch.where(in_det[:, None], det, P)       # a refined box that left the click: the proposal
+        cand = torch.nonzero(in_det | _contains(P, px, py))[:, 0]
+        if cand.numel() == 0:
+            return None
+        cand = cand[torch.argsort(score[cand], descending=True)][:CLICK_MASKS]
+        names = self._predictor.label_names
+        for chunk in (cand[:1], cand[1:]):               # usually the best one covers the click
+            if chunk.numel() == 0:
+                continue
+            with torch.inference_mode():
+                mprobs = self._mask_probs(wf, box[chunk], c[chunk])
+            for k, inst in zip(chunk.tolist(), self._paste(wf, mprobs, box[chunk], "")):
+                if inst is not None and _covers(inst, x, y):
+                    name = names[int(c[k]) - 1]
+                    inst.label = label or name
+                    return PromptAnswer(inst, "model-click", label=name, score=float(score[k]))
+        return None
+
+
+def _contains(boxes: torch.Tensor, px: float, py: float) -> torch.Tensor:
+    return (boxes[:, 0] <= px) & (boxes[:, 2] >= px) & (boxes[:, 1] <= py) & (boxes[:, 3] >= py)
+
+
+def _covers(inst: Instance, x: int, y: int) -> bool:
+    cx, cy = x - inst.x0, y - inst.y0
+    return 0 <= cx < inst.width and 0 <= cy < inst.height and bool(inst.mask[cy, cx])
+
+
+def _rpn_with_scores(rpn, images, features) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's RegionProposalNetwork.forward (eval) that also returns the proposals'
+    objectness, which the click prompt ranks by."""
+    feats = list(features.values())
+    objectness, deltas = rpn.head(feats)
+    anchors = rpn.anchor_generator(images, feats)
+    per_level = [o[0].numel() for o in objectness]
+    objectness, deltas = concat_box_prediction_layers(objectness, deltas)
+    proposals = rpn.box_coder.decode(deltas.detach(), anchors).view(len(anchors), -1, 4)
+    boxes, scores = rpn.filter_proposals(proposals, objectness.detach(), images.image_sizes, per_level)
+    return boxes[0], scores[0]
+
+
+def model_answerer(engine: PromptEngine, image_of, key_of=lambda k: k, label: Optional[str] = None):
+    """A propagation answerer (engine.propagate): the box prompt on slice k, whose raw image
+    is `image_of(k)` and whose cache key is `key_of(k)` (e.g. the slice's item id)."""
+    def answer(k: int, box):
+        got = engine.box(key_of(k), image_of(k), box, label=label)
+        return got.instance if got is not None else None
+    return answer

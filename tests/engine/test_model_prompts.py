@@ -1,0 +1,208 @@
+"""Box and click prompts answered by the model from cached features (engine.model.prompts),
+and the feature cache's invalidation."""
+import numpy as np
+import pytest
+import torch
+
+from engine.annotations import Instance
+from engine.errors import MaskLoopError
+from engine.masks import iou
+from engine.model.weights import build_model
+from engine.model import normalize as N
+from engine.model.feature_cache import FeatureCache
+from engine.model.predictor import Predictor
+from engine.model.prompts import PromptEngine
+
+POLICY = N.range_policy(0, 255)
+
+
+def blobs(seed, size=112, n=3):
+    """Bright ellipses on a noisy background, their masks."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(60, 12, (size, size))
+    y, x = np.mgrid[:size, :size]
+    masks = []
+    while len(masks) < n:
+        cx, cy = rng.uniform(22, size - 22, 2)
+        a, b = rng.uniform(10, 18, 2)
+        m = ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 <= 1
+        if not any((m & o).any() for o in masks):
+            masks.append(m)
+    for m in masks:
+        img[m] += 110
+    return np.clip(img, 0, 255).astype(np.uint8), masks
+
+
+def loose_box(mask, pad=2):
+    ys, xs = np.nonzero(mask)
+    return (xs.min() - pad, ys.min() - pad, xs.max() + 1 + pad, ys.max() + 1 + pad)
+
+
+def random_predictor(seed, **kw):
+    torch.manual_seed(seed)
+    return Predictor.from_model(build_model("r18fpn", 2), ["blob"], POLICY, device="cpu", copy_model=False, **kw)
+
+
+def train_heads(seeds=(0, 1), iters=70):
+    """A model that knows the blobs, trained in-test (CPU, seconds on an idle core): the
+    backbone stays as built (frozen, its features computed once per image), the RPN and
+    the box and mask heads learn from the images and their mirror images."""
+    torch.manual_seed(0)
+    m = build_model("r18fpn", 2)
+    m.roi_heads.fg_bg_sampler.batch_size_per_image = 32
+    torch.nn.init.normal_(m.roi_heads.mask_predictor.mask_fcn_logits.weight, std=0.001)
+    torch.nn.init.normal_(m.roi_heads.box_predictor.cls_score.weight, std=0.01)
+    m.eval()
+    data = []
+    for s in seeds:
+        img, masks = blobs(s)
+        for flip in (False, True):
+            im = np.ascontiguousarray(img[:, ::-1]) if flip else img
+            ms = [np.ascontiguousarray(k[:, ::-1]) if flip else k for k in masks]
+            boxes = torch.tensor([[b[0] + 2, b[1] + 2, b[2] - 2, b[3] - 2] for b in map(loose_box, ms)],
+                                 dtype=torch.float32)
+            tgt = {"boxes": boxes, "labels": torch.ones(len(ms), dtype=torch.int64),
+                   "masks": torch.from_numpy(np.stack(ms).astype(np.uint8))}
+            x = torch.from_numpy(N.normalize_compact(im, POLICY)).expand(3, -1, -1).contiguous()
+            with torch.no_grad():
+                images, tgts = m.transform([x], [tgt])
+                feats = m.backbone(images.tensors)
+            data.append((images, tgts, feats))
+    opt = torch.optim.Adam([p for mod in (m.rpn, m.roi_heads) for p in mod.parameters()], lr=2e-3)
+    m.rpn.train()
+    m.roi_heads.train()
+    for it in range(iters):
+        images, tgts, feats = data[it % len(data)]
+        props, l1 = m.rpn(images, feats, tgts)
+        _, l2 = m.roi_heads(feats, props, images.image_sizes, tgts)
+        opt.zero_grad()
+        sum({**l1, **l2}.values()).backward()
+        opt.step()
+    m.eval()
+    return m
+
+
+@pytest.fixture(scope="module")
+def trained():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)    # small ops: one thread is faster on a shared machine; restored below
+    try:
+        model = train_heads()
+    finally:
+        torch.set_num_threads(threads)
+    return Predictor.from_model(model, ["blob"], POLICY, device="cpu")
+
+
+# --- the cache ----------------------------------------------------------------------------
+
+def same_features(a, b):
+    return (a.window == b.window and torch.equal(a.proposals, b.proposals) and
+            all(torch.equal(a.features[k], b.features[k]) for k in a.features))
+
+
+def test_feature_cache_is_dropped_when_the_model_or_the_item_changes():
+    pa, pb = random_predictor(0), random_predictor(1)
+    x, _ = blobs(0, size=64, n=1)
+    y, _ = blobs(1, size=64, n=1)
+    eng = PromptEngine(pa)
+    fa = eng.prepare("x", x)
+    assert eng.prepare("x", x) is fa and eng.cache.computed == 1      # cached: computed once
+    # another model: the same item's features are those of the new model
+    eng.set_predictor(pb)
+    fb = eng.prepare("x", x)
+    assert same_features(fb, PromptEngine(pb).prepare("x", x)) and not same_features(fb, fa)
+    # the cache also notices a model swap behind its back (keys hold the predictor)
+    eng2 = PromptEngine(pa, cache=eng.cache)
+    assert same_features(eng2.prepare("x", x), fa) and eng.cache.computed == 3
+    # another item, and the same key with other pixels
+    eng.set_predictor(pa)
+    fy = eng.prepare("y", y)
+    assert same_features(fy, PromptEngine(pa).prepare("y", y)) and not same_features(fy, fa)
+    fx2 = eng.prepare("y", x)
+    assert same_features(fx2, fa)
+    assert not eng.cache.holds(pa, "y", y, fy.window)      # one item at a time
+    eng.cache.clear()
+    assert not eng.cache.holds(pa, "y", x, fx2.window)
+
+
+def test_tiled_items_use_the_tile_that_holds_the_prompt_and_refuse_larger_boxes():
+    p = random_predictor(0, tile=64, overlap=16)
+    eng = PromptEngine(p, FeatureCache(max_windows=2))
+    H = W = 150
+    win = eng.window_for_box((70, 70, 100, 110), H, W)
+    assert win[2] - win[0] == 64 and win[3] - win[1] == 64
+    assert win[0] <= 70 and win[1] <= 70 and win[2] >= 100 and win[3] >= 110
+    with pytest.raises(MaskLoopError, match="larger than a tile"):
+        eng.window_for_box((10, 10, 90, 40), H, W)
+    wx = eng.window_for_point(149, 3, H, W)
+    assert wx[0] <= 149 < wx[2] and wx[1] <= 3 < wx[3] and wx[2] - wx[0] == 64
+    assert eng.window_for_box((0, 0, 20, 20), 60, 60) == (0, 0, 60, 60)   # fits one tile: the item
+    img, _ = blobs(3, size=H, n=2)
+    eng.prepare("big", img, win)
+    eng.prepare("big", img, wx)
+    eng.prepare("big", img, eng.window_for_point(0, 0, H, W))
+    assert eng.cache.computed == 3 and not eng.cache.holds(p, "big", img, win)   # least recent dropped
+
+
+# --- answers of a trained model (slow: trains the heads in-test) ----------------------------
+
+@pytest.mark.slow
+def test_box_prompt_on_the_models_own_training_objects(trained):
+    eng = PromptEngine(trained)
+    for seed in (0, 1):
+        img, masks = blobs(seed)
+        for mask in masks:
+            ans = eng.box(f"item{seed}", img, loose_box(mask, pad=0))   # the box drawn around the object
+            assert ans.method == "model-box" and ans.label == "blob" and ans.score > 0.5
+            inst = ans.instance
+            assert inst.source == "prompt" and inst.label == "blob" and inst.score is None
+            assert iou(inst, Instance.from_full_mask(mask, "")) >= 0.8
+    assert eng.cache.computed == 2          # one feature pass per item, however many prompts
+    # the user's label wins when given
+    assert eng.box("item1", img, loose_box(masks[0]), label="cell").instance.label == "cell"
+
+
+@pytest.mark.slow
+def test_click_inside_an_object_returns_that_object(trained):
+    eng = PromptEngine(trained)
+    img, masks = blobs(0)
+    for k, mask in enumerate(masks):
+        ys, xs = np.nonzero(mask)
+        ans = eng.click("item0", img, (int(np.median(xs)), int(np.median(ys))))
+        assert ans is not None and ans.method == "model-click"
+        truths = [iou(ans.instance, Instance.from_full_mask(m, "")) for m in masks]
+        assert int(np.argmax(truths)) == k and truths[k] >= 0.5
+    assert eng.click("item0", img, (500, 3)) is None      # outside the image
+
+
+@pytest.mark.slow
+def test_answers_follow_the_item_not_the_cache(trained):
+    """Two items prompted in turn with the same box: each answer is the fresh one."""
+    eng = PromptEngine(trained)
+    a, ma = blobs(0)
+    b, mb = blobs(1)
+    box = loose_box(ma[0])
+    first = eng.box("a", a, box).instance
+    other = eng.box("b", b, box)
+    fresh = PromptEngine(trained).box("b", b, box)
+    assert (other is None) == (fresh is None)
+    if other is not None:
+        assert other.instance.same_pixels(fresh.instance)
+        assert not other.instance.same_pixels(first)
+
+
+@pytest.mark.slow
+def test_propagation_with_model_answers(trained):
+    """The same object drifting by 2 px a slice: the model's box prompts carry it along."""
+    from engine.model.prompts import model_answerer
+    from engine.propagate import propagate
+    img, masks = blobs(0)
+    stack = [np.roll(img, 2 * k, axis=1) for k in range(3)]
+    start = Instance.from_full_mask(masks[1], "blob")
+    eng = PromptEngine(trained)
+    res = propagate(model_answerer(eng, lambda k: stack[k], key_of=lambda k: f"z{k}"), start, 0, 3,
+                    img.shape)
+    assert [k for k, _ in res] == [1, 2]
+    for k, inst in res:
+        truth = Instance.from_full_mask(np.roll(masks[1], 2 * k, axis=1), "")
+        assert iou(inst, truth) >= 0.6 and inst.object_id == start.object_id and inst.source == "prompt"
