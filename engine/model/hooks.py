@@ -125,6 +125,8 @@ class Eta(Callback):
         avg = self.mean_step(dt)
         epochs_left = trainer.planned_epochs() - trainer.epoch + 1
         eta = (trainer.total - trainer.global_iter) * avg + epochs_left * self.validation_estimate(trainer, avg)
+        if trainer.deadline is not None:  # a time budget: never later than its end
+            eta = min(eta, max(0.0, trainer.deadline - now))
         trainer.emit("iter", epoch=trainer.epoch, iter=trainer.iter, loss=trainer.step_loss,
                      losses=dict(trainer.last_loss), lr=float(trainer.optimizer.param_groups[0]["lr"]),
                      eta_s=float(eta), epochs=trainer.planned_epochs())

@@ -253,6 +253,7 @@ class Trainer:
             atomic_write_json(run_dir / "config.json", jsonable(self._config_record(cfg, data, policy)))
             if not (run_dir / "snapshot.json").exists():
                 atomic_write_json(run_dir / "snapshot.json", data.to_json(), indent=None)
+        self.deadline = self.t_start + 60.0 * cfg.minutes if cfg.minutes and not resume else None
         self.hooks += default_hooks(self, run_dir)
         self.emit("start", epochs=self.planned_epochs(), iters_per_epoch=self.ipe, device=str(device),
                   train_items=len(self.train_items), val_items=len(self.val_items), run=self.run_id,

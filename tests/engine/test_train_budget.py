@@ -76,6 +76,7 @@ def test_tiny_budget_ends_with_a_validation_and_a_checkpoint(budget_run):
     iters = [e for e in events if e["event"] == "iter"]
     # the budget, not the 50-epoch cap (100 iterations), ended the run
     assert 1 <= len(iters) < 100
+    assert all(0 <= e["eta_s"] <= 6.0 for e in iters)   # the ETA never points past the budget's end
     last_epoch = [e for e in events if e["event"] == "epoch"][-1]
     assert set(last_epoch["metrics"]) >= {"mask_AP", "mask_AP50", "acc50"}       # it validated
     (info,) = list_runs(root / "models")
