@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import random
 import shutil
 import traceback
@@ -66,6 +67,8 @@ def _tweak(v, rng: random.Random):
     if isinstance(v, int):
         return rng.choice([v + 1, v - 1, -v, v * 1000, v // 2, 0])
     if isinstance(v, float):
+        if not math.isfinite(v):
+            return rng.choice([0.0, -1.0, 1e300])
         return rng.choice([v + 0.5, -v, v * 1e6, v / 1e6, round(v)])
     if isinstance(v, str):
         if not v:
