@@ -94,8 +94,19 @@ def circle_radius(centre, rim, height: int, width: int, path=None, field: Option
     return r
 
 
+#: longest file or folder name (bytes) the common file systems store (ext4, NTFS, APFS)
+MAX_NAME_BYTES = 255
+
+
 def check_file_name(name, path=None, field: Optional[str] = None) -> None:
     """A file name read from a file: a NUL byte (which no file system stores, and which
-    makes Python's path functions raise ValueError) or another control character is refused."""
-    if isinstance(name, str) and any(ord(c) < 32 for c in name):
+    makes Python's path functions raise ValueError), another control character, or a part
+    longer than MAX_NAME_BYTES (the OS raises "File name too long") is refused."""
+    if not isinstance(name, str):
+        return
+    if any(ord(c) < 32 for c in name):
         raise FormatError(f"file name {name!r} contains a control character", path, field)
+    for part in name.replace("\\", "/").split("/"):
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise FormatError(f"file name part {part[:40]!r}... is longer than {MAX_NAME_BYTES} bytes",
+                              path, field)

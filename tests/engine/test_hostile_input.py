@@ -214,6 +214,14 @@ def test_short_coco_polygon_names_file_and_field(tmp_path, proj, seg):
     assert err.path == str(path)
 
 
+def test_overlong_file_name_is_a_format_error(tmp_path, proj):
+    path = _coco(tmp_path, [{"id": 1, "file_name": "x" * 300 + ".png", "height": 40, "width": 50}])
+    _refused(lambda: coco.import_coco(proj, path), proj, "images[0].file_name", "255", kind=FormatError)
+    ds = tmp_path / "ds"
+    (ds / "long.json").write_text(json.dumps({"shapes": [], "imagePath": "sub/" + "y" * 256 + ".png"}))
+    _refused(lambda: lm.import_labelme(proj, ds / "long.json"), proj, "imagePath", kind=FormatError)
+
+
 def test_nul_in_file_names(tmp_path, proj):
     path = _coco(tmp_path, [{"id": 1, "file_name": "a\x00.png", "height": 40, "width": 50}])
     _refused(lambda: coco.import_coco(proj, path), proj, "images[0].file_name", kind=FormatError)
