@@ -65,7 +65,7 @@ def _weights(path):
 
 # --- the real thing -------------------------------------------------------------------------
 
-def test_training_from_scratch_learns_nuclei(tmp_path):
+def test_training_from_scratch_learns_nuclei(tmp_path, monkeypatch):
     """r18fpn from scratch on CPU learns: the train loss falls and the trained model finds the
     nuclei of a held-out image that the model of the first epoch does not find.
 
@@ -76,6 +76,9 @@ def test_training_from_scratch_learns_nuclei(tmp_path):
     0.32; train loss 2.89 -> 1.70. A broken pipeline (targets not aligned with the images,
     normalisation differing between training and validation, a dead optimizer) stays at 0.
     """
+    # durability of the per-epoch checkpoints (model and optimizer state, each epoch) is not what this test is
+    # about (the resume tests are); their fsync was most of its wall time on a busy disk
+    monkeypatch.setattr(os, "fsync", lambda fd: None)
     proj = synthetic_project(tmp_path / "p", "nuclei", 6, 96, seed=0)
     cfg = TrainConfig(arch="r18fpn", base="scratch", epochs=8, batch_size=2, device="cpu", seed=0,
                       val_fraction=1 / 6, val_score_threshold=0.5, rois_per_image=64, rpn_post_nms_train=300)
