@@ -76,6 +76,14 @@ def window(qtbot, monkeypatch):
     # still running (a failed test), closing asks "Quit and stop it?" in a modal box that
     # nobody answers offscreen: the suite hung there until the per-test timeout
     win.workflow.confirm_quit = lambda: True
+    # any other modal box (e.g. "Close anyway and lose them?" when a failed test leaves an
+    # unsaved edit) is answered Yes and recorded, rather than waiting forever offscreen
+    boxes = []
+    win.modal_boxes = boxes
+    yes = QtWidgets.QMessageBox.Yes
+    monkeypatch.setattr(QtWidgets.QMessageBox, "question",
+                        staticmethod(lambda parent, title, text, *a, **k: boxes.append(text) or yes))
+    monkeypatch.setattr(QtWidgets.QMessageBox, "exec_", lambda box: boxes.append(box.text()) or yes)
     yield win
     win.workflow.shutdown()
 
