@@ -44,6 +44,9 @@ def run(argv: list[str]) -> int:
     if not getattr(args, "func", None):
         parser.print_usage(sys.stderr)
         return 2
+    from .argtypes import cross_checks
+    if cross_checks(args):  # options that must agree with each other (exit 2, as argparse)
+        return 2
     try:
         return int(args.func(args) or 0)
     except MaskLoopError as e:

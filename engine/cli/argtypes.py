@@ -40,3 +40,44 @@ def usage_error(command: str, message: str) -> int:
     """Report a usage error the way argparse does (exit status 2)."""
     print(f"maskloop {command}: error: {message}", file=sys.stderr)
     return 2
+
+
+#: smallest --tile: twice the smallest anchor (16 px) of MaskLoop's models; below it a tile
+#: holds too little context and the tile count grows with 1/tile^2 (issue 14: --tile 1
+#: crashed). With the overlap at most half a tile, a 256 x 256 image has at most 15 x 15
+#: tiles of 32 px (--tile 64 --overlap 63 used to make 37k).
+MIN_TILE = 32
+
+
+def tile_size(text: str) -> int:
+    """--tile: 0 (never tile) or at least MIN_TILE pixels."""
+    v = number(int, 0)(text)
+    if 0 < v < MIN_TILE:
+        raise argparse.ArgumentTypeError(f"must be 0 (never tile) or at least {MIN_TILE}, got {text}")
+    return v
+
+
+def check_tiling(args, default_tile: int) -> Optional[str]:
+    """--overlap at most half the tile (so tiles advance by at least half a tile, as the
+    predictor's own default overlap does); the problem as a message, None when fine."""
+    overlap = getattr(args, "overlap", None)
+    tile = args.tile if getattr(args, "tile", None) is not None else default_tile
+    if overlap is not None and tile and overlap > tile // 2:
+        return f"--overlap {overlap} must be at most half the tile ({tile} px), i.e. <= {tile // 2}"
+    return None
+
+
+def cross_checks(args) -> int:
+    """Checks that involve several options, run right after parsing: a subcommand
+    registers them with set_defaults(cross_checks=[fn], subparser=p); fn(args) returns a
+    message or None. Reports the first problem as argparse does; returns 0 or 2."""
+    for check in getattr(args, "cross_checks", ()) or ():
+        message = check(args)
+        if message:
+            parser = getattr(args, "subparser", None)
+            if parser is not None:
+                parser.print_usage(sys.stderr)
+                print(f"{parser.prog}: error: {message}", file=sys.stderr)
+                return 2
+            return usage_error(getattr(args, "command", ""), message)
+    return 0

@@ -30,7 +30,7 @@ from typing import Optional
 from ..errors import CancelledError, MaskLoopError, ProjectError
 from ..jobs import CancelToken, TerminalProgress
 from ..results import DEFAULT_SCORE
-from .argtypes import number, usage_error
+from .argtypes import MIN_TILE, check_tiling, number, tile_size, usage_error
 
 ARCH_CHOICES = ("auto", "r18fpn", "r50fpn", "r50fpn_v2", "r101fpn", "x101fpn")
 DEFAULT_EPOCHS = 30
@@ -56,12 +56,20 @@ def _jitter(text: str) -> tuple[float, float]:
 
 def _add_predictor_args(p) -> None:
     """--tile, --overlap and --device: how segment and evaluate run the Predictor."""
-    p.add_argument("--tile", type=_nonneg_int, default=None, metavar="N",
-                   help="tile size for large images (default 1024; 0: never tile)")
+    p.add_argument("--tile", type=tile_size, default=None, metavar="N",
+                   help=f"tile size for large images (default 1024, at least {MIN_TILE}; 0: never tile)")
     p.add_argument("--overlap", type=_nonneg_int, default=None, metavar="N",
                    help="tile overlap in px (default: tile/8, widened to the largest object the model "
                         "was trained on)")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N")
+    p.set_defaults(cross_checks=[_check_tiling], subparser=p)
+
+
+def _check_tiling(args):
+    if args.overlap is None or args.tile is not None:
+        return check_tiling(args, 0)
+    from ..model.predictor import DEFAULT_TILE  # imports torch: only when the default matters
+    return check_tiling(args, DEFAULT_TILE)
 
 
 def register(subparsers) -> None:
@@ -168,15 +176,10 @@ def _select_items(project, tokens: list[str]) -> list[str]:
 
 def _tiling(args) -> Optional[dict]:
     """Predictor tile/overlap arguments of segment and evaluate (None: a usage error, reported)."""
-    from ..model.predictor import DEFAULT_TILE
     kw = {}
     if args.tile is not None:
         kw["tile"] = args.tile
-    if args.overlap is not None:
-        tile = args.tile if args.tile is not None else DEFAULT_TILE
-        if tile and args.overlap >= tile:
-            usage_error(args.command, f"--overlap {args.overlap} must be smaller than the tile ({tile})")
-            return None
+    if args.overlap is not None:  # checked against the tile at parse time (argtypes.check_tiling)
         kw["overlap"] = args.overlap
     return kw
 

@@ -44,6 +44,7 @@ from ..annotations import Instance
 from ..errors import FormatError, ImageReadError, LabelError
 from ..fsutil import atomic_copy, atomic_write_bytes, atomic_write_json
 from ..jobs import check, report
+from ..limits import check_file_name, check_pixels
 from ..masks import mask_to_polygons, polygons_to_mask, rle_decode
 from . import (ExportReport, ImportReport, ItemIndex, NewImages, apply_import, check_export_target,
                contained_path, read_json, selected_items, split_ids)
@@ -280,6 +281,7 @@ def _pos_int(v) -> bool:
 def decode_segmentation(seg, height: int, width: int, path=None, field: str = "segmentation") -> np.ndarray:
     """A COCO segmentation (RLE dict or polygon list) -> bool (height, width) mask.
     RLE whose size is not the image's, and polygons reaching outside it, are errors."""
+    check_pixels(height, width, path, field, what="mask")
     if isinstance(seg, dict):
         size = seg.get("size")
         if (not isinstance(size, list) or len(size) != 2 or not all(isinstance(v, int) for v in size)):
@@ -306,6 +308,9 @@ def decode_segmentation(seg, height: int, width: int, path=None, field: str = "s
         for j, poly in enumerate(seg):
             if not isinstance(poly, list) or not all(_num(v) for v in poly):
                 raise FormatError("polygon must be a list of numbers", path, f"{field}[{j}]")
+            if len(poly) < 6 or len(poly) % 2:
+                raise FormatError(f"polygon needs at least 3 (x, y) points, got {len(poly)} number(s)",
+                                  path, f"{field}[{j}]")
             xs, ys = poly[0::2], poly[1::2]
             if xs and (min(xs) < -1 or max(xs) > width + 1 or min(ys) < -1 or max(ys) > height + 1):
                 raise FormatError(f"polygon reaches outside the {width}x{height} image "
@@ -366,12 +371,14 @@ def import_coco(project, path, *, images_dir=None, as_predictions: bool = False,
         h, w = im.get("height"), im.get("width")
         if not _pos_int(h) or not _pos_int(w):
             raise FormatError("image needs positive integer height and width", path, f"{field}.height")
+        check_pixels(h, w, path, f"{field}.height")  # before any image is probed or mask drawn
         slice_index = im.get("slice", 0)
         if not isinstance(slice_index, int) or isinstance(slice_index, bool) or slice_index < 0:
             raise FormatError("slice must be a non-negative integer", path, f"{field}.slice")
         item = index.by_id(im.get("maskloop_item"))
         file_path = None
         if item is None:
+            check_file_name(im.get("file_name"), path, f"{field}.file_name")
             file_path = contained_path(base, im.get("file_name"), path, f"{field}.file_name")
             # "slice" indexes into file_name only when that is the stack itself (an export
             # without --copy-images); a copied slice or a DICOM slice file is one image.

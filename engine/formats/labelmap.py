@@ -20,6 +20,7 @@ import numpy as np
 from ..annotations import Instance
 from ..errors import FormatError, ImageReadError, LabelError
 from ..jobs import check, report
+from ..limits import check_pixels
 from . import ImportReport, _norm, apply_import
 
 EXTS = (".tif", ".tiff", ".png")
@@ -49,6 +50,7 @@ def read_labelmap(path) -> np.ndarray:
     if src.channels != 1:
         raise FormatError(f"label map must be a single-channel integer image, got {src.channels} channels",
                           path, "channels")
+    check_pixels(int(src.height), int(src.width), path, "size", what="label map")  # header, before decoding
     pages = [imageio.read_slice(src, k) for k in range(src.n_slices)]
     return _integers(pages[0] if len(pages) == 1 else np.stack(pages), path)
 

@@ -18,7 +18,6 @@ Nothing here loads Qt or torch.
 """
 from __future__ import annotations
 
-import base64
 import math
 import os
 from collections import Counter
@@ -27,9 +26,11 @@ from typing import Optional
 
 import numpy as np
 
+from .. import limits
 from ..annotations import SOURCES, STATUSES, Instance, ItemAnnotation, LabelSet
 from ..errors import FormatError, ImageReadError, LabelError
-from ..masks import b64_to_mask, mask_to_b64
+from ..masks import mask_to_b64
+from .embedded import decode_mask_b64, embedded_image
 
 #: The labelme file-format version written into exported files (mask shapes exist since 5.x).
 LABELME_VERSION = "5.5.0"
@@ -59,7 +60,7 @@ def shape_to_mask(height: int, width: int, points, shape_type: Optional[str]) ->
         return full
     if shape_type == "circle":
         (cx, cy), (px, py) = xy
-        d = math.sqrt((cx - px) ** 2 + (cy - py) ** 2)
+        d = math.hypot(cx - px, cy - py)
         xmax, ymax = cx + d, cy + d
     else:
         xmax = max(p[0] for p in xy)
@@ -166,6 +167,9 @@ def shape_to_instance(shape: dict, height: int, width: int, *, path=None, field:
     label = shape.get("label")
     if not isinstance(label, str):
         raise FormatError("label must be a string", path, f"{field}.label")
+    label = label.strip()  # as the LabelSet stores names, so the two always match
+    if not label:
+        raise LabelError("label name is empty", path, f"{field}.label")
     st = shape.get("shape_type", "polygon")
     if st is None:
         st = "polygon"
@@ -177,6 +181,7 @@ def shape_to_instance(shape: dict, height: int, width: int, *, path=None, field:
     if st not in AREA_SHAPES:
         raise FormatError(f"unsupported shape_type {st!r}", path, f"{field}.shape_type")
     extra = _maskloop_fields(shape, source, path, field) if keep_maskloop else {"source": source}
+    limits.check_points(pts, height, width, path, f"{field}.points")  # nothing drawn far outside
 
     if st == "mask":
         if len(pts) != 2:
@@ -184,14 +189,11 @@ def shape_to_instance(shape: dict, height: int, width: int, *, path=None, field:
         m64 = shape.get("mask")
         if not isinstance(m64, str):
             raise FormatError("a mask shape needs a base64 PNG", path, f"{field}.mask")
-        mask = b64_to_mask(m64, path, f"{field}.mask")
         (x1, y1), (x2, y2) = np.asarray(pts, dtype=np.float64).astype(int)  # as labelme does
-        if (y2 - y1 + 1, x2 - x1 + 1) != mask.shape:
-            raise FormatError(f"mask PNG is {mask.shape[1]}x{mask.shape[0]} but its points span "
-                              f"{x2 - x1 + 1}x{y2 - y1 + 1}", path, f"{field}.mask")
-        if x1 < 0 or y1 < 0 or x2 >= width or y2 >= height:
+        if x1 < 0 or y1 < 0 or x2 >= width or y2 >= height or x2 < x1 or y2 < y1:
             raise FormatError(f"mask [{x1},{y1}]-[{x2},{y2}] lies outside the {width}x{height} image",
                               path, f"{field}.points")
+        mask = decode_mask_b64(m64, y2 - y1 + 1, x2 - x1 + 1, path, f"{field}.mask")
         if not mask.any():
             return None
         return Instance(mask=mask, x0=int(x1), y0=int(y1), label=label, **extra)
@@ -204,6 +206,8 @@ def shape_to_instance(shape: dict, height: int, width: int, *, path=None, field:
         raise FormatError("an oriented rectangle needs 4 points", path, f"{field}.points")
     if st == "polygon" and len(pts) < 3:
         raise FormatError("a polygon needs at least 3 points", path, f"{field}.points")
+    if st == "circle":
+        limits.circle_radius(pts[0], pts[1], height, width, path, f"{field}.points")
     full = shape_to_mask(height, width, pts, st)
     return Instance.from_full_mask(full, label, **extra)
 
@@ -326,6 +330,7 @@ def labelme_to_annotation(data: dict, path=None, *, item_id: Optional[str] = Non
     W = width if width is not None else fw
     if H is None or W is None:
         raise FormatError("image size unknown (no imageHeight/imageWidth)", path, "imageHeight")
+    limits.check_pixels(H, W, path, "imageHeight")
     ml = data.get("maskloop") if isinstance(data.get("maskloop"), dict) else {}
     if status is None:
         status = ml.get("status", "reviewed")
@@ -370,28 +375,6 @@ def find_labelme_files(path) -> tuple[Path, list[Path]]:
     return path, files
 
 
-def _embedded_image(data: dict, json_path) -> Optional[tuple[bytes, str, tuple[int, int]]]:
-    """(bytes, extension, (h, w)) of a file's imageData, None when it has none."""
-    b64 = data.get("imageData")
-    if not b64:
-        return None
-    if not isinstance(b64, str):
-        raise FormatError("imageData must be a base64 string", json_path, "imageData")
-    try:
-        raw = base64.b64decode(b64, validate=True)
-    except ValueError as e:
-        raise FormatError(f"imageData is not valid base64 ({e})", json_path, "imageData") from None
-    import cv2
-    arr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise FormatError("imageData is not a readable image", json_path, "imageData")
-    ext = ".png" if raw[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg" if raw[:2] == b"\xff\xd8" else None
-    if ext is None:  # some other format: store it as PNG
-        ok, buf = cv2.imencode(".png", arr)
-        raw, ext = buf.tobytes(), ".png"
-    return raw, ext, (int(arr.shape[0]), int(arr.shape[1]))
-
-
 def import_labelme(project, path, *, as_predictions: bool = False, progress=None, cancel=None):
     """Import labelme JSON files (a file, or a folder searched recursively).
 
@@ -431,6 +414,7 @@ def import_labelme(project, path, *, as_predictions: bool = False, progress=None
             ip = data.get("imagePath")
             if not isinstance(ip, str) or not ip.strip():
                 raise FormatError("imagePath must be a non-empty string", f, "imagePath")
+            limits.check_file_name(ip, f, "imagePath")
             rel_dir = f.parent.relative_to(root).as_posix()
             rel = PureWindowsPath(ip).as_posix()
             img = contained_path(root, f"{rel_dir}/{rel}" if rel_dir != "." else rel, f, "imagePath")
@@ -441,7 +425,7 @@ def import_labelme(project, path, *, as_predictions: bool = False, progress=None
                     hw = new_images.probe(img, f, "imagePath")
                     key = ("new", _norm(img))
                 else:
-                    emb = _embedded_image(data, f)
+                    emb = embedded_image(data, f)
                     if emb is None:
                         raise ImageReadError(f"image {ip!r} not found ({img}) and the file embeds no "
                                              f"imageData", f, "imagePath")

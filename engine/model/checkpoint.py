@@ -136,12 +136,13 @@ def load_checkpoint(path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "WeightsUnpickler" in str(e):
-            why = "it contains Python objects other than tensors and plain data, which MaskLoop refuses to load"
-        else:
-            why = f"not a readable torch file ({msg[:200]})"
-        raise CheckpointError(f"not a MaskLoop checkpoint: {why}", path) from None
+        # only a well-formed pickle naming a global is "Python objects"; random bytes and
+        # damaged archives also fail the weights_only unpickler, but are just unreadable
+        if "Unsupported global" in str(e):
+            raise CheckpointError("not a MaskLoop checkpoint: it contains Python objects other than tensors "
+                                  "and plain data, which MaskLoop refuses to load", path) from None
+        raise CheckpointError("not a MaskLoop checkpoint (unreadable file: not a torch checkpoint or damaged)",
+                              path) from None
     ckpt = validate_checkpoint(ckpt, path)
     ckpt["_path"] = str(path)
     return ckpt

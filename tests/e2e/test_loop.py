@@ -28,6 +28,11 @@ from PyQt5 import QtCore, QtWidgets  # noqa: E402
 SIZE = 128
 Qt = QtCore.Qt
 
+#: Every wait below is for an event (a signal, a state); this is not how long the work
+#: should take -- a busy CI machine may be many times slower than an idle one -- only
+#: how long before a wait that never ends is called a hang (inside pytest's 600 s).
+HANG_GUARD_MS = 540_000
+
 
 def _has_train_cli() -> bool:
     try:
@@ -67,6 +72,18 @@ def window(qtbot, monkeypatch):
     notes = []
     win.notify = lambda msg, error=False: notes.append(msg)
     win.notes = notes
+    # pytest-qt closes the window *before* this fixture's teardown; with a training child
+    # still running (a failed test), closing asks "Quit and stop it?" in a modal box that
+    # nobody answers offscreen: the suite hung there until the per-test timeout
+    win.workflow.confirm_quit = lambda: True
+    # any other modal box (e.g. "Close anyway and lose them?" when a failed test leaves an
+    # unsaved edit) is answered Yes and recorded, rather than waiting forever offscreen
+    boxes = []
+    win.modal_boxes = boxes
+    yes = QtWidgets.QMessageBox.Yes
+    monkeypatch.setattr(QtWidgets.QMessageBox, "question",
+                        staticmethod(lambda parent, title, text, *a, **k: boxes.append(text) or yes))
+    monkeypatch.setattr(QtWidgets.QMessageBox, "exec_", lambda box: boxes.append(box.text()) or yes)
     yield win
     win.loop.shutdown()
 
@@ -138,14 +155,14 @@ def test_the_whole_loop(qtbot, window, images, tmp_path):
         dlg.set_options(arch="r18fpn", base="scratch", epochs=2, device="cpu")
         return True
     wf.exec_train_dialog = accept_dialog
-    with qtbot.waitSignal(wf.runner.finished, timeout=240_000) as blocker:
+    with qtbot.waitSignal(wf.runner.finished, timeout=HANG_GUARD_MS) as blocker:
         wf.act_train.trigger()
         assert wf.runner.running
         # editing goes on while training runs
         assert c.set_current_item("cells_3")
     ok, kind, message = blocker.args
     assert ok, f"{kind}: {message}\n{wf.runner.stderr_tail()}"
-    qtbot.waitUntil(lambda: proj.active_model is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: proj.active_model is not None, timeout=HANG_GUARD_MS)
     run = proj.active_model
     assert (proj.models_dir / run / "model.pt").exists()
     assert wf.training_view.plot.loss and wf.training_view.plot.val["mask_AP"]
@@ -155,7 +172,7 @@ def test_the_whole_loop(qtbot, window, images, tmp_path):
     assert c.item_id == "cells_3"
     fit(win)
     wf.review.set_score_threshold(0.25)  # show everything the model kept
-    with qtbot.waitSignal(wf.segmenter.jobFinished, timeout=60_000):
+    with qtbot.waitSignal(wf.segmenter.jobFinished, timeout=HANG_GUARD_MS):
         wf.act_segment.trigger()
     QtWidgets.QApplication.processEvents()
     ann = c.annotation
@@ -217,8 +234,8 @@ def test_killing_the_training_process_is_reported_and_the_project_is_intact(qtbo
     started = []
     wf.runner.iteration.connect(lambda ev: started.append(ev))
     assert wf.start_training({"arch": "r18fpn", "base": "scratch", "epochs": 20, "device": "cpu"})
-    qtbot.waitUntil(lambda: bool(started), timeout=180_000)   # mid-run: iterations are coming
-    with qtbot.waitSignal(wf.runner.finished, timeout=30_000) as blocker:
+    qtbot.waitUntil(lambda: bool(started), timeout=HANG_GUARD_MS)   # mid-run: iterations are coming
+    with qtbot.waitSignal(wf.runner.finished, timeout=HANG_GUARD_MS) as blocker:
         os.kill(wf.runner.pid(), signal.SIGKILL)
     ok, kind, message = blocker.args
     assert not ok and kind == "killed"

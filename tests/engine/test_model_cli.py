@@ -126,7 +126,7 @@ def test_usage_and_failure_exits(tmp_path, capsys):
     (run,) = [p.name for p in Project.open(root).models_dir.iterdir()]
     capsys.readouterr()
     assert cli_run(["segment", str(root), "--model", run, "--tile", "256", "--overlap", "256"]) == 2
-    assert "--overlap 256 must be smaller than the tile (256)" in capsys.readouterr().err
+    assert "--overlap 256 must be at most half the tile (256 px)" in capsys.readouterr().err
     assert cli_run(["evaluate", str(root), "--model", run, "--tile", "48", "--overlap", "16",
                     "--device", "cpu", "--json"]) == 0  # the 64 px items in 4 tiles each
     assert "mask_AP" in json.loads(capsys.readouterr().out)
