@@ -225,7 +225,8 @@ import sys, json, glob, os
 import numpy as np, tifffile, torch
 torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
 mode, d = sys.argv[1], sys.argv[2]
-from cellpose import models, train, version
+from cellpose import io, models, train, version
+io.logger_setup()
 chan = [0, 0]
 if mode == "train":
     names = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(d, "train", "*.tif")))
@@ -234,8 +235,7 @@ if mode == "train":
     net = models.CellposeModel(gpu=False, pretrained_model=False, model_type=None, diam_mean=30.0)
     print("cellpose", version, "training from scratch on", len(imgs), "images", flush=True)
     train.train_seg(net.net, train_data=imgs, train_labels=labs, channels=chan, normalize=True,
-                    n_epochs=int(sys.argv[3]), save_path=d, save_every=1, model_name="bench",
-                    min_train_masks=1)
+                    n_epochs=int(sys.argv[3]), save_path=d, save_every=1, model_name="bench")
 else:
     path = os.path.join(d, "models", "bench")
     if not os.path.exists(path):
@@ -286,8 +286,8 @@ def run_cellpose(py: Path, train_rows, test_rows, minutes: float, tmp: Path, thr
     if r.returncode != 0 or not tail or "error" in tail[-1]:
         return {"train_s": train_s, "error": (tail[-1] if tail else f"exit {r.returncode}")[:200]}
     counts = [match_counts(label_masks(np.load(d / "test" / f"{name}.pred.npy")), gt) for name, _, gt in test_rows]
-    epochs = sum(1 for line in (d / "train.log").read_text().splitlines() if "Epoch" in line or "epoch" in line)
-    return {"train_s": train_s, "stopped_at_budget": stopped, "log_lines_epoch": epochs, **summarise(counts)}
+    saves = sum(1 for line in (d / "train.log").read_text().splitlines() if "saving network parameters" in line)
+    return {"train_s": train_s, "stopped_at_budget": stopped, "epochs": saves, **summarise(counts)}
 
 
 # --------------------------------------------------------------------------------------
@@ -350,13 +350,14 @@ def main(argv=None) -> int:
     print(f"\nrecipe overrides: {recipe or 'none (defaults)'}; threads {args.threads}; "
           f"train {args.train_n} / test {args.test_n} images")
     print(f"{'set':7} {'tool':11} {'budget':>6} {'train s':>8} {'acc50':>6} {'prec':>6} {'recall':>6} "
-          f"{'mIoU':>6} {'iters':>6} {'load':>5}")
+          f"{'mIoU':>6} {'iters':>6} {'epochs':>6} {'load':>5}")
     for r in rows:
         if "error" in r:
             print(f"{r['set']:7} {r['tool']:11} {r['minutes']:6.1f} {r['train_s']:8.0f}  {r['error']}")
             continue
         print(f"{r['set']:7} {r['tool']:11} {r['minutes']:6.1f} {r['train_s']:8.0f} {r['acc50']:6.3f} "
               f"{r['precision']:6.3f} {r['recall']:6.3f} {r['mean_iou']:6.3f} {str(r.get('iters', '-')):>6} "
+              f"{str(r.get('epochs', '-')):>6} "
               f"{r['load']:5.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
