@@ -11,6 +11,7 @@ from engine.annotations import Instance, ItemAnnotation
 from engine.demo import synthetic_project
 from engine.errors import FormatError
 from engine.model import data as D
+from engine.model import snapshot as SN
 from engine.model.normalize import normalize, percentile_policy
 
 
@@ -76,7 +77,7 @@ def test_degenerate_instances_are_dropped_and_counted():
     empty = Instance(np.zeros((4, 4), bool), 1, 1, "a")
     unknown = Instance(np.ones((3, 3), bool), 1, 1, "zzz")
     thin = Instance(np.ones((1, 8), bool), 10, 10, "b")
-    insts, classes = D._clean_instances([good, outside, half_out, empty, unknown, thin], shape, ["a", "b"],
+    insts, classes = SN._clean_instances([good, outside, half_out, empty, unknown, thin], shape, ["a", "b"],
                                         min_size=2, dropped=dropped)
     assert len(insts) == 2 and classes == [1, 1]
     assert insts[1].bbox == (45, 35, 5, 5)
@@ -204,7 +205,7 @@ def _label_scene(h=60, w=90, seed=0):
     for k in range(1, 9):
         inst = Instance.from_full_mask(lab == k, "a")
         if inst is not None:
-            insts.append(D._Inst(inst.mask, inst.x0, inst.y0, k))
+            insts.append(D.InstanceCrop(inst.mask, inst.x0, inst.y0, k))
     img = np.repeat((lab.astype(np.float32) / 10.0)[..., None], 3, axis=2)
     return img, insts, lab
 
@@ -268,7 +269,7 @@ def test_intensity_augment_is_bounded_and_seeded():
 
 def test_crop_drops_slivers_but_keeps_real_parts():
     m = np.ones((20, 20), bool)
-    insts = [D._Inst(m, 0, 0, 1), D._Inst(m, 30, 30, 1)]
+    insts = [D.InstanceCrop(m, 0, 0, 1), D.InstanceCrop(m, 30, 30, 1)]
     aug = D.Augment.none(crop=0)
     aug.min_area, aug.min_visible = 8, 0.25
     cut = D.crop_instances(insts, 19, 19, 60, 60)  # first: a 1x1 corner; second: whole
