@@ -182,8 +182,8 @@ def run_maskloop(train_rows, test_rows, minutes: float, tmp: Path, recipe: dict,
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(device="cpu", **recipe)
     cancel, timer = CancelToken(), None
-    if "minutes" in fields:
-        cfg.minutes = minutes
+    if "minutes" in fields:   # as `maskloop train --minutes M` (and the dialog's CPU default)
+        cfg.minutes, cfg.epochs = minutes, int(recipe.get("epochs", 10000))
     else:  # before the trainer had budgets: stop at the budget, keep the best checkpoint
         timer = threading.Timer(minutes * 60.0, cancel.cancel)
     events = []

@@ -110,8 +110,9 @@ def register(subparsers) -> None:
     p.add_argument("--scale-jitter", type=_jitter, default=None, metavar="LO,HI",
                    help="random rescaling, e.g. 0.8,1.25 (default off: native resolution)")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or intensity changes")
-    p.add_argument("--early-stop", type=_nonneg_int, default=0, metavar="N",
-                   help="stop after N epochs without a better validation score (default 0: never)")
+    p.add_argument("--early-stop", type=_nonneg_int, default=None, metavar="N",
+                   help="stop after N epochs without a better validation score (0: never; "
+                        "default: 5 with --minutes, else never)")
     p.add_argument("--include-unreviewed", action="store_true",
                    help="also train on items that are not reviewed (their current instances)")
     p.add_argument("--workers", type=_nonneg_int, default=None, metavar="N", help="data loader processes")
