@@ -397,11 +397,17 @@ def cmd_evaluate(args) -> int:
                            progress=TerminalProgress("evaluating"))
     if not res.get("items"):
         raise ProjectError("no reviewed items to evaluate on: review some items first", proj.manifest_path)
+    from ..runs import read_run
+    run = read_run(Path(model_path).parent)
     if args.json:
-        print(json.dumps({"model": str(model_path), **res}, indent=1))
+        print(json.dumps({"model": str(model_path), **res,
+                          "training": {"seconds": run.seconds, "minutes": run.minutes, "base": run.base}}, indent=1))
         return 0
     print(f"model {pred.run or model_path} on {len(res['items'])} reviewed item(s): "
           f"{res['gt_instances']} true and {res['pred_instances']} predicted instance(s)")
+    if run.seconds is not None:
+        print(f"  trained   {run.seconds / 60:.1f} min" + (f" (budget {run.minutes:g} min)" if run.minutes else "")
+              + (f", from {run.base}" if run.base else ""))
     print(f"  mask_AP   {res['mask_AP']:.3f}")
     print(f"  mask_AP50 {res['mask_AP50']:.3f}")
     print(f"  mask_AP75 {res['mask_AP75']:.3f}")

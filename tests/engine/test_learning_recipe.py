@@ -126,3 +126,15 @@ def test_a_budgeted_run_does_not_stop_before_it_finds_anything():
     assert _epochs_until_stop(cfg, [0.0, 0.2, 0.3] + [0.1] * 9) == 3 + cfg.early_stop  # a plateau
     plain = resolve_config(TrainConfig(early_stop=2), torch.device("cpu"))
     assert _epochs_until_stop(plain, [0.0] * 5) == 3                   # explicit early stop as before
+
+
+def test_evaluate_reports_acc50_and_the_training_time_and_budget(tmp_path, capsys):
+    """A budgeted run ends with a checkpoint; `evaluate` names its time and budget."""
+    from engine.cli import run as cli_run
+    proj = synthetic_project(tmp_path / "p", "nuclei", 4, 96)
+    res = train_project(proj, _tiny(minutes=0.2, epochs=50))
+    assert res.model_path is not None and res.model_path.is_file()
+    capsys.readouterr()
+    assert cli_run(["evaluate", str(proj.root), "--model", str(res.model_path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "acc50" in out and "(budget 0.2 min)" in out and "from scratch" in out
