@@ -58,7 +58,8 @@ class TrainConfig:
     trainable_layers: Optional[int] = None
     anchor_sizes: Optional[tuple] = None   # per FPN level a size or sizes; None: see `anchors`
     anchor_ratios: Optional[tuple] = None  # anchor height/width; None: 0.5, 1, 2 (or fitted)
-    anchors: str = "fit"               # fit: layout fitted to the training objects (scratch, imagenet); default
+    anchors: str = "default"           # fit: layout fitted to the training objects (scratch, imagenet);
+                                       # opt-in until a 10-20 minute run shows it helps (docs/benchmarks.md)
     normalization: Optional[dict] = None  # the intensity policy; default from the data (or the base model)
     val_score_threshold: float = 0.05  # predictions kept for AP during validation
     val_tile: Optional[int] = None     # tile size for validating big images (Predictor default)

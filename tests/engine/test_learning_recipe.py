@@ -24,7 +24,7 @@ def _levels(sizes):
 @pytest.fixture(scope="module")
 def fitted_run(tmp_path_factory):
     proj = synthetic_project(tmp_path_factory.mktemp("fit") / "p", "nuclei", 4, 96)
-    res = train_project(proj, _tiny())
+    res = train_project(proj, _tiny(anchors="fit"))
     return proj, res
 
 
@@ -49,9 +49,9 @@ def test_fitted_anchors_are_recorded_and_used_by_the_predictor(fitted_run):
 
 def test_explicit_or_default_anchors_are_not_fitted(tmp_path):
     proj = synthetic_project(tmp_path / "p", "nuclei", 4, 96)
-    res = train_project(proj, _tiny(anchors="default"))
+    res = train_project(proj, _tiny())   # the default: not fitted
     assert load_checkpoint(res.model_path)["model_config"]["anchor_sizes"] == [16, 32, 64, 128, 256]
-    res = train_project(proj, _tiny(anchor_sizes=(8, 16, 32, 64, 128)))
+    res = train_project(proj, _tiny(anchors="fit", anchor_sizes=(8, 16, 32, 64, 128)))
     assert load_checkpoint(res.model_path)["model_config"]["anchor_sizes"] == [8, 16, 32, 64, 128]
     gen = Predictor(res.model_path, "cpu").model.rpn.anchor_generator
     assert _levels(gen.sizes) == ((8,), (16,), (32,), (64,), (128,))
