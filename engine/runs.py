@@ -142,6 +142,7 @@ class RunInfo:
     metrics: dict = field(default_factory=dict)   # METRIC_KEYS of the best epoch (None: unknown)
     best_epoch: Optional[int] = None
     seconds: Optional[float] = None
+    minutes: Optional[float] = None         # the run's time budget (None: trained by epochs)
     problem: Optional[str] = None           # why the run cannot be used (e.g. its files are unreadable)
 
     @property
@@ -210,7 +211,7 @@ def read_run(folder) -> RunInfo:
         epochs_run=len(history) if isinstance(history, list) else None,
         monitor=met.get("monitor") if met.get("monitor") in METRIC_KEYS else "mask_AP",
         metrics={k: _num(best.get(k, met.get(k))) for k in METRIC_KEYS},
-        best_epoch=_int(best.get("epoch")), seconds=_num(met.get("seconds")))
+        best_epoch=_int(best.get("epoch")), seconds=_num(met.get("seconds")), minutes=_num(train.get("minutes")))
     if info.model_path is None:
         info.problem = f"run {run} has no model file (it did not finish)"
     elif not cfg:

@@ -118,8 +118,9 @@ def register(subparsers) -> None:
     p.add_argument("--scale-jitter", type=_jitter, default=None, metavar="LO,HI",
                    help="random rescaling, e.g. 0.8,1.25 (default off: native resolution)")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or intensity changes")
-    p.add_argument("--early-stop", type=_nonneg_int, default=0, metavar="N",
-                   help="stop after N epochs without a better validation score (default 0: never)")
+    p.add_argument("--early-stop", type=_nonneg_int, default=None, metavar="N",
+                   help="stop after N epochs without a better validation score (0: never; "
+                        "default: 5 with --minutes, else never)")
     p.add_argument("--include-unreviewed", action="store_true",
                    help="also train on items that are not reviewed (their current instances)")
     p.add_argument("--workers", type=_nonneg_int, default=None, metavar="N", help="data loader processes")
@@ -399,11 +400,17 @@ def cmd_evaluate(args) -> int:
                            progress=TerminalProgress("evaluating"))
     if not res.get("items"):
         raise ProjectError("no reviewed items to evaluate on: review some items first", proj.manifest_path)
+    from ..runs import read_run
+    run = read_run(Path(model_path).parent)
     if args.json:
-        print(json.dumps({"model": str(model_path), **res}, indent=1))
+        print(json.dumps({"model": str(model_path), **res,
+                          "training": {"seconds": run.seconds, "minutes": run.minutes, "base": run.base}}, indent=1))
         return 0
     print(f"model {pred.run or model_path} on {len(res['items'])} reviewed item(s): "
           f"{res['gt_instances']} true and {res['pred_instances']} predicted instance(s)")
+    if run.seconds is not None:
+        print(f"  trained   {run.seconds / 60:.1f} min" + (f" (budget {run.minutes:g} min)" if run.minutes else "")
+              + (f", from {run.base}" if run.base else ""))
     print(f"  mask_AP   {res['mask_AP']:.3f}")
     print(f"  mask_AP50 {res['mask_AP50']:.3f}")
     print(f"  mask_AP75 {res['mask_AP75']:.3f}")

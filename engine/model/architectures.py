@@ -54,6 +54,7 @@ SCRATCH_STD = [0.25, 0.25, 0.25]
 
 TORCHVISION_ANCHORS = [32, 64, 128, 256, 512]
 SMALL_ANCHORS = [16, 32, 64, 128, 256]  # native-resolution nuclei and grains are small
+DEFAULT_RATIOS = (0.5, 1.0, 2.0)     # anchor height / width (torchvision)
 
 # Keys of the class-specific layers: replaced (freshly initialised) when the classes differ.
 HEAD_KEYS = (
@@ -171,11 +172,13 @@ def _norm_layer(norm: str) -> Callable[..., nn.Module]:
 def default_config(arch: str = "r50fpn", num_classes: int = 2, *, base: str = "scratch",
                    norm: Optional[str] = None, trainable_layers: Optional[int] = None,
                    scale: float = 1.0, min_size: Optional[int] = None, max_size: Optional[int] = None,
-                   detections_per_img: int = 1000, anchor_sizes: Optional[Iterable[int]] = None,
+                   detections_per_img: int = 1000, anchor_sizes: Optional[Iterable] = None,
+                   anchor_ratios: Optional[Iterable[float]] = None,
                    image_mean: Optional[Iterable[float]] = None, image_std: Optional[Iterable[float]] = None,
                    **maskrcnn_kwargs) -> dict:
     """The plain-data description of an architecture that `construct` builds (and a
-    checkpoint stores under "model_config")."""
+    checkpoint stores under "model_config"). anchor_sizes: per FPN level a size or a list
+    of sizes (engine.model.anchor_fit); anchor_ratios: height/width, default 0.5, 1, 2."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r} (known: {', '.join(ARCHS)})")
     num_classes = int(num_classes)
@@ -192,9 +195,12 @@ def default_config(arch: str = "r50fpn", num_classes: int = 2, *, base: str = "s
         raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
     if anchor_sizes is None:
         anchor_sizes = TORCHVISION_ANCHORS if base == "coco" else SMALL_ANCHORS
-    anchor_sizes = [int(a) for a in anchor_sizes]
+    anchor_sizes = [_level_sizes(a) for a in anchor_sizes]
     if len(anchor_sizes) != 5:
-        raise ValueError(f"anchor_sizes needs 5 sizes (one per FPN level), got {anchor_sizes}")
+        raise ValueError(f"anchor_sizes needs 5 entries (one per FPN level), got {anchor_sizes}")
+    anchor_ratios = [float(r) for r in (anchor_ratios or DEFAULT_RATIOS)]
+    if not anchor_ratios or min(anchor_ratios) <= 0:
+        raise ValueError(f"anchor ratios must be > 0, got {anchor_ratios}")
     if image_mean is None:
         image_mean = SCRATCH_MEAN if base == "scratch" else IMAGENET_MEAN
     if image_std is None:
@@ -224,11 +230,24 @@ def default_config(arch: str = "r50fpn", num_classes: int = 2, *, base: str = "s
         "max_size": int(max_size) if max_size else None,
         "detections_per_img": detections_per_img,
         "anchor_sizes": anchor_sizes,
+        "anchor_ratios": anchor_ratios,
         "image_mean": [float(v) for v in image_mean],
         "image_std": [float(v) for v in image_std],
         "maskrcnn": kw,
         "base": base if isinstance(base, str) and base in ("scratch", "coco", "imagenet") else "checkpoint",
     }
+
+
+def _level_sizes(level):
+    """An FPN level's anchor sizes: an int (one size) or a list of ints, kept as given so
+    the config of a one-size model reads as before."""
+    if isinstance(level, (list, tuple)):
+        return [int(a) for a in level]
+    return int(level)
+
+
+def _as_list(level) -> list:
+    return level if isinstance(level, list) else [level]
 
 
 def construct(config: dict) -> MaskRCNN:
@@ -238,7 +257,8 @@ def construct(config: dict) -> MaskRCNN:
         num_classes = int(config["num_classes"])
         norm = config["norm"]
         trainable = int(config["trainable_layers"])
-        anchors = tuple((int(a),) for a in config["anchor_sizes"])
+        anchors = tuple(tuple(_as_list(_level_sizes(a))) for a in config["anchor_sizes"])
+        ratios = tuple(float(r) for r in config.get("anchor_ratios") or DEFAULT_RATIOS)  # older models: none
         kw = dict(config.get("maskrcnn") or {})
         mean, std = list(config["image_mean"]), list(config["image_std"])
         scale = float(config.get("scale", 1.0))
@@ -251,7 +271,10 @@ def construct(config: dict) -> MaskRCNN:
     norm_layer = _norm_layer(norm)
     body_name, _ = BACKBONES[arch]
     body = getattr(tv_resnet, body_name)(weights=None, norm_layer=norm_layer)
-    anchor_gen = AnchorGenerator(anchors, ((0.5, 1.0, 2.0),) * len(anchors))
+    if len({len(a) for a in anchors}) != 1:
+        raise CheckpointError(f"anchor sizes differ in count per level ({config['anchor_sizes']})",
+                              field="model_config")
+    anchor_gen = AnchorGenerator(anchors, (ratios,) * len(anchors))
     if arch == "r50fpn_v2":
         head_norm = nn.BatchNorm2d if norm in ("bn", "frozen") else _gn
         backbone = _resnet_fpn_extractor(body, trainable, norm_layer=head_norm)

@@ -13,19 +13,21 @@ import torch
 from ..errors import MaskLoopError
 from .architectures import ARCHS
 from .normalize import validate_policy
-from .weights import coco_weights_cached
+from .weights import coco_weights_cached, imagenet_weights_cached
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 MONITORS = ("mask_AP", "mask_AP50", "acc50")
+ANCHOR_MODES = ("fit", "default")
+BUDGET_EARLY_STOP = 5  # validations without improvement that end a budgeted run early
 
 
 @dataclass
 class TrainConfig:
     """Everything a run needs; None means "choose for the device and base" (resolve())."""
     arch: str = "auto"                 # r18fpn on CPU, r50fpn on CUDA
-    base: str = "auto"                 # scratch | coco | imagenet | checkpoint path; auto: coco when cached
+    base: str = "auto"                 # scratch | coco | imagenet | checkpoint path; auto: auto_base()
     epochs: int = 30
     batch_size: Optional[int] = None   # per process: 2 on CPU, 4 on CUDA
     optimizer: str = "adamw"
@@ -42,8 +44,9 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     val_fraction: float = 0.2
-    monitor: str = "mask_AP"           # the validation score that picks the best model
-    early_stop: int = 0                # stop after this many epochs without improvement (0: never)
+    monitor: str = "acc50"             # the validation score that picks the best model (ties: mask AP50)
+    early_stop: Optional[int] = None   # stop after this many epochs without improvement (0: never);
+                                       # None: BUDGET_EARLY_STOP under a time budget, else never
     include_unreviewed: bool = False
     crop: Optional[int] = None         # random crops of images larger than this: 512 CPU, 1024 CUDA
     scale_jitter: Optional[tuple] = None  # e.g. (0.8, 1.25)
@@ -53,7 +56,10 @@ class TrainConfig:
     rpn_post_nms_train: Optional[int] = None  # proposals kept per image in training: 2000 CUDA, 1000 CPU
     norm: Optional[str] = None         # bn | gn | frozen (build default: bn scratch, frozen pretrained)
     trainable_layers: Optional[int] = None
-    anchor_sizes: Optional[tuple] = None
+    anchor_sizes: Optional[tuple] = None   # per FPN level a size or sizes; None: see `anchors`
+    anchor_ratios: Optional[tuple] = None  # anchor height/width; None: 0.5, 1, 2 (or fitted)
+    anchors: str = "default"           # fit: layout fitted to the training objects (scratch, imagenet);
+                                       # opt-in until a 10-20 minute run shows it helps (docs/benchmarks.md)
     normalization: Optional[dict] = None  # the intensity policy; default from the data (or the base model)
     val_score_threshold: float = 0.05  # predictions kept for AP during validation
     val_tile: Optional[int] = None     # tile size for validating big images (Predictor default)
@@ -65,18 +71,18 @@ class TrainConfig:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        for k in ("milestones", "scale_jitter", "anchor_sizes"):
+        for k in ("milestones", "scale_jitter", "anchor_sizes", "anchor_ratios"):
             if d[k] is not None:
-                d[k] = list(d[k])
+                d[k] = [list(v) if isinstance(v, tuple) else v for v in d[k]]
         return d
 
     @classmethod
     def from_json(cls, d: Optional[dict]) -> "TrainConfig":
         d = dict(d or {})
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        for k in ("milestones", "scale_jitter", "anchor_sizes"):
+        for k in ("milestones", "scale_jitter", "anchor_sizes", "anchor_ratios"):
             if known.get(k) is not None:
-                known[k] = tuple(known[k])
+                known[k] = tuple(tuple(v) if isinstance(v, list) else v for v in known[k])
         return cls(**known)
 
     def validate(self) -> None:
@@ -106,12 +112,24 @@ class TrainConfig:
             lo, hi = (float(v) for v in self.scale_jitter)
             if not 0 < lo <= hi:
                 bad(f"scale jitter needs 0 < lo <= hi, got {self.scale_jitter}", "scale_jitter")
+        if self.anchors not in ANCHOR_MODES:
+            bad(f"unknown anchors mode {self.anchors!r} (known: {', '.join(ANCHOR_MODES)})", "anchors")
         if self.minutes is not None and not (float(self.minutes) > 0 and math.isfinite(float(self.minutes))):
             bad(f"minutes must be > 0, got {self.minutes}", "minutes")
         if self.max_iters is not None and int(self.max_iters) < 1:
             bad(f"max_iters must be >= 1, got {self.max_iters}", "max_iters")
         if self.normalization is not None:
             validate_policy(self.normalization)
+
+
+def auto_base(arch: str) -> str:
+    """The starting weights "auto" picks, without a download: COCO weights in the torch
+    cache, else the ImageNet backbone in the cache, else scratch (the Train dialog shows it)."""
+    if coco_weights_cached(arch):
+        return "coco"
+    if imagenet_weights_cached(arch):
+        return "imagenet"
+    return "scratch"
 
 
 def base_kind(base: str) -> str:
@@ -126,10 +144,10 @@ def resolve_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
     if cfg.arch == "auto":
         cfg.arch = "r50fpn" if cuda else "r18fpn"
     if cfg.base == "auto":
-        cfg.base = "scratch"
-        if coco_weights_cached(cfg.arch):
-            cfg.base = "coco"
+        cfg.base = auto_base(cfg.arch)
     pretrained = base_kind(cfg.base) != "scratch"
+    if cfg.early_stop is None:
+        cfg.early_stop = BUDGET_EARLY_STOP if cfg.minutes is not None else 0
     if cfg.batch_size is None:
         cfg.batch_size = 4 if cuda else 2
     if cfg.lr is None:

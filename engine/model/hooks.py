@@ -235,8 +235,11 @@ class Validation(Callback):
             trainer.history.append({"epoch": trainer.epoch, "metrics": scalars(metrics),
                                     "train_loss": trainer.train_loss,
                                     "lr": float(trainer.optimizer.param_groups[0]["lr"])})
+        # under a time budget a stall counts once the model finds objects: from scratch the
+        # first epochs all score 0, which is slow learning, not a plateau
         stop = (bool(cfg.early_stop) and trainer.bad_epochs >= int(cfg.early_stop)
-                and trainer.epoch < trainer.planned_epochs())
+                and trainer.epoch < trainer.planned_epochs()
+                and (cfg.minutes is None or trainer.best_score > 0))
         trainer.stop_early = distributed.agree(stop, trainer.device, src_rank_only=True)
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, MaskLoopError
+from .anchor_fit import fit_anchors, instance_boxes
 from .anchor_matching import use_chunked_anchor_matching
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import TrainConfig, base_kind, resolve_config
@@ -56,7 +57,9 @@ def build_for_training(trainer, train_items, ckpt, cfg: TrainConfig, labels) -> 
         if policy is None:
             probe = InstanceDataset(train_items[:3], {"kind": "range", "min": 0, "max": 1})
             policy = default_policy([probe.raw(i)[0] for i in range(len(probe))])
-        kw = {"anchor_sizes": list(cfg.anchor_sizes)} if cfg.anchor_sizes is not None else {}
+        if base_ckpt is None and kind != "coco":
+            fit_anchor_layout(cfg, train_items)
+        kw = {k: list(getattr(cfg, k)) for k in ("anchor_sizes", "anchor_ratios") if getattr(cfg, k) is not None}
         model = build_model(cfg.arch if base_ckpt is None else base_ckpt["arch"], len(labels) + 1,
                             base=base_ckpt if base_ckpt is not None else cfg.base, label_names=labels,
                             norm=cfg.norm, trainable_layers=cfg.trainable_layers, **kw)
@@ -78,6 +81,19 @@ def build_for_training(trainer, train_items, ckpt, cfg: TrainConfig, labels) -> 
     if trainer.world > 1 and trainer.device.type == "cuda" and model.maskloop_config.get("norm") == "bn":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model, policy
+
+
+def fit_anchor_layout(cfg: TrainConfig, train_items) -> None:
+    """Anchors fitted to the training objects (cfg.anchors == "fit", sizes not given): a
+    new model's RPN gets positives for most objects (docs/benchmarks.md; opt-in for now). A COCO or
+    checkpoint base keeps the anchors its RPN was trained with. Sets cfg in place, so the
+    run's config and the checkpoint record the layout."""
+    if cfg.anchors != "fit" or cfg.anchor_sizes is not None:
+        return
+    kw = {"ratio_sets": (tuple(cfg.anchor_ratios),)} if cfg.anchor_ratios else {}
+    fit = fit_anchors(instance_boxes(train_items), **kw)
+    if fit is not None:
+        cfg.anchor_sizes, cfg.anchor_ratios = fit.sizes, fit.ratios
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device, world: int):

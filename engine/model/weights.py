@@ -141,7 +141,8 @@ def build_model(arch: str = "r50fpn", num_classes: int = 2, *, base: Any = "scra
                 label_names: Optional[list[str]] = None, norm: Optional[str] = None,
                 trainable_layers: Optional[int] = None, scale: float = 1.0,
                 min_size: Optional[int] = None, max_size: Optional[int] = None,
-                detections_per_img: int = 1000, anchor_sizes: Optional[Iterable[int]] = None,
+                detections_per_img: int = 1000, anchor_sizes: Optional[Iterable] = None,
+                anchor_ratios: Optional[Iterable[float]] = None,
                 image_mean=None, image_std=None, allow_download: bool = True,
                 **maskrcnn_kwargs) -> MaskRCNN:
     """A Mask R-CNN for `num_classes` classes (background included).
@@ -166,7 +167,7 @@ def build_model(arch: str = "r50fpn", num_classes: int = 2, *, base: Any = "scra
     config = default_config(arch, num_classes, base=base, norm=norm, trainable_layers=trainable_layers,
                             scale=scale, min_size=min_size, max_size=max_size,
                             detections_per_img=detections_per_img, anchor_sizes=anchor_sizes,
-                            image_mean=image_mean, image_std=image_std, **maskrcnn_kwargs)
+                            anchor_ratios=anchor_ratios, image_mean=image_mean, image_std=image_std, **maskrcnn_kwargs)
     if base == "scratch":
         return construct(config)
     if base == "coco":
@@ -224,6 +225,14 @@ def coco_weights_cached(arch: str) -> bool:
     if arch not in COCO_WEIGHTS:
         return False
     return weights_file(getattr(tv_mask_rcnn, COCO_WEIGHTS[arch]).COCO_V1).is_file()
+
+
+def imagenet_weights_cached(arch: str) -> bool:
+    """True when torchvision's ImageNet weights of `arch`'s backbone are in the torch hub
+    cache (the "auto" warm start when there are no COCO weights, r18fpn included)."""
+    if arch not in BACKBONES:
+        return False
+    return weights_file(getattr(tv_resnet, BACKBONES[arch][1]).IMAGENET1K_V1).is_file()
 
 
 def init_predictors(model: nn.Module) -> None:
