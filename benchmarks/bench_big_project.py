@@ -56,7 +56,7 @@ def build(root: Path, stacks: int, slices: int, annotated: int, seed: int = 0):
         shutil.copyfile(first, images / f"core_{k:03d}.tif")
     proj.add(first)  # the real probe and item ids for one stack
     data = json.loads((root / MANIFEST).read_text())
-    src0, items0 = data["sources"][0], data["items"]
+    src0, items0 = data["sources"][0], list(data["items"])
     for k in range(1, stacks):
         src = dict(src0, path=f"images/core_{k:03d}.tif", name=f"core_{k:03d}.tif")
         data["sources"].append(src)
