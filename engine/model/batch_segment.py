@@ -19,9 +19,8 @@ segments which items and how a run is finished and resumed.
   and the tiling; `--resume` skips the items any rank's journal of that key lists (so a
   restart with another world size still skips them). Without --resume the journal of
   that key starts empty.
-- Failure: a rank that raises stops its own work; the others finish theirs and then wait
-  in the barrier until torchrun's watchdog ends the job (torchrun stops all ranks when one
-  fails). Items written so far stay written and journaled; --resume continues.
+- Failure: a rank that raises ends its process and torchrun stops the other ranks. Items
+  written so far stay written and journaled; --resume continues (docs/scaling.md).
 """
 from __future__ import annotations
 
