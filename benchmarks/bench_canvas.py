@@ -142,7 +142,7 @@ def path_points(cx, cy, n, step=3.0, radius=220.0):
 def bench_maskloop(app, root: Path, moves: int, reps: int) -> dict:
     from PyQt5 import QtCore
     from gui.main_window import MainWindow
-    win = MainWindow(extensions=[])
+    win = MainWindow(loop=False)
     win.resize(VIEW_W + 560, VIEW_H + 160)
     win.show()
     app.processEvents()
@@ -162,7 +162,7 @@ def bench_maskloop(app, root: Path, moves: int, reps: int) -> dict:
         first_cpu.append((time.thread_time() - c0) * 1000)
     out["first_paint_ms"] = {"median": statistics.median(first), "all": first,
                              "cpu_median": statistics.median(first_cpu)}
-    win.controller._count_timer.stop()
+    win.controller.nav.stop_counting()
 
     # brush stroke at 100%, moves one event at a time, each painted before the next
     vp = cv.viewport()

@@ -95,7 +95,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for how in ("sync", "async"):
                 assert ctl.set_current_item(ids[0])
-                ctl._prefetch.clear()  # nothing decoded ahead: the worst case of a jump
+                ctl.nav.prefetch.clear()  # nothing decoded ahead: the worst case of a jump
                 r = jump(app, win, ids[3], how)
                 b = best.setdefault(how, r)
                 for k in r:

@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     win.resize(1400, 900)
     win.show()
     assert win.open_project(proj0.root)
-    wf, c = win.workflow, win.controller
+    wf, c = win.loop, win.controller
     proj = c.project
     wf.segmenter.worker.device = args.device   # the GUI worker runs where the baseline runs
     results: dict = {"machine": machine(), "args": vars(args), "load_before": os.getloadavg()}

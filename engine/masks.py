@@ -25,8 +25,6 @@ def rle_encode(mask: np.ndarray) -> dict:
     return rle
 
 
-def instance_rle(inst: Instance, shape: tuple[int, int]) -> dict:
-    return rle_encode(inst.full_mask(shape))
 
 
 def rle_decode(rle: dict, path=None, field=None) -> np.ndarray:
@@ -116,13 +114,6 @@ def b64_to_mask(data: str, path=None, field=None) -> np.ndarray:
 
 # --- geometry -----------------------------------------------------------------------
 
-def bbox_of(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
-    """(x, y, w, h) of the set pixels, None for an empty mask."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
 
 
 def union_box(instances: Iterable[Instance]) -> tuple[int, int, int, int]:
@@ -154,8 +145,6 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return (m.astype(bool) | holes)[1:-1, 1:-1]
 
 
-def fill_instance_holes(inst: Instance) -> Instance:
-    return inst.copy(mask=fill_holes(inst.mask))
 
 
 def merge_instances(instances: Sequence[Instance], label: Optional[str] = None) -> Instance:

@@ -309,3 +309,114 @@ def ct_stack(n_slices: int, size: Size = 256, seed: int = 0, **kw) -> tuple[np.n
     """A (Z, H, W) uint16 stack of CT-like slices and one annotation per slice."""
     out = [ct_sample(size, seed + z, item_id=f"ct_stack_{z:03d}", **kw) for z in range(n_slices)]
     return np.stack([s.image for s in out]), [s.annotation for s in out]
+
+
+# --------------------------------------------------------------------------------------
+# CT volume: 3-D rock bodies through the slices
+# --------------------------------------------------------------------------------------
+
+@dataclass
+class SyntheticVolume:
+    image: np.ndarray                  # uint16 (Z, H, W)
+    objects: np.ndarray                # int32 (Z, H, W): 0 background, k = body k
+    labels_of: dict                    # body k -> "rock" | "pore"
+    spacing: tuple                     # (dz, dy, dx) mm
+
+    def annotations(self, item_ids: Sequence[str]) -> list[ItemAnnotation]:
+        """One reviewed annotation per slice; each body's section on a slice is one
+        instance whose object id is the body number (as a label-volume import gives)."""
+        from scipy import ndimage
+        out = [ItemAnnotation(i, self.image.shape[1], self.image.shape[2], [], "reviewed") for i in item_ids]
+        for k, sl in enumerate(ndimage.find_objects(self.objects), start=1):
+            if sl is None:
+                continue
+            sub = self.objects[sl] == k
+            for dz in range(sub.shape[0]):
+                inst = Instance.from_full_mask(sub[dz], self.labels_of[k], source="manual", object_id=str(k))
+                if inst is not None:
+                    inst.x0 += sl[2].start
+                    inst.y0 += sl[1].start
+                    out[sl[0].start + dz].instances.append(inst)
+        return out
+
+
+def _smooth_field_3d(rng: np.random.Generator, shape: tuple, cell: tuple) -> np.ndarray:
+    from scipy import ndimage
+    grid = tuple(max(2, s // c + 2) for s, c in zip(shape, cell))
+    g = rng.standard_normal(grid).astype(np.float32)
+    f = ndimage.zoom(g, [s / gs for s, gs in zip(shape, grid)], order=3)[:shape[0], :shape[1], :shape[2]]
+    return f / (2.0 * (float(f.std()) or 1.0))
+
+
+def _body(rng: np.random.Generator, radii_mm: np.ndarray, spacing: np.ndarray, wobble: float) -> np.ndarray:
+    """A bool sub-volume (z, y, x voxels): an irregular, randomly turned ellipsoid with
+    radii in mm, shaped in mm so anisotropic voxels do not squash it."""
+    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    reach = float(radii_mm.max()) * (1 + wobble)
+    half = np.ceil(reach / spacing).astype(int) + 1
+    zz, yy, xx = np.meshgrid(*[np.arange(-h, h + 1, dtype=np.float32) * np.float32(s)
+                               for h, s in zip(half, spacing)], indexing="ij")
+    p = np.stack([zz, yy, xx], axis=-1) @ q.astype(np.float32)
+    a, b = rng.uniform(0, 6.3, 2)
+    bump = 1.0 + wobble * np.cos(3 * np.arctan2(p[..., 1], p[..., 2]) + a) * np.cos(2 * p[..., 0] / reach + b)
+    return ((p / radii_mm.astype(np.float32)) ** 2).sum(-1) <= bump ** 2
+
+
+def ct_volume(n_slices: int = 24, size: Size = 256, seed: int = 0, *,
+              spacing: tuple = (0.5, 0.2, 0.2), n_rocks: Optional[int] = None,
+              rock_radius_mm: tuple = (1.4, 4.5), pores: bool = True, noise: float = 900.0) -> SyntheticVolume:
+    """A CT-like volume of a soil-rock core: 3-D rock bodies (and air pores) in a matrix,
+    with anisotropic voxels (slice spacing larger than the pixel size, as in most scans).
+    Bodies never overlap; each is one face-connected piece."""
+    from scipy import ndimage
+    h, w = _hw(size)
+    shape = (int(n_slices), h, w)
+    rng = np.random.default_rng([int(seed), 3])
+    sp = np.asarray(spacing, dtype=float)
+    objects = np.zeros(shape, np.int32)
+    labels_of: dict = {}
+    vol_mm3 = float(np.prod(shape) * np.prod(sp))
+    mean_r = sum(rock_radius_mm) / 2
+    if n_rocks is None:
+        n_rocks = max(1, int(0.3 * vol_mm3 / (4.19 * mean_r ** 3)))
+    # pores first (few, small): placed after the rocks they would rarely find room
+    wanted = ([("pore", max(3, n_rocks // 6), (rock_radius_mm[0] * 0.5, rock_radius_mm[1] * 0.5))]
+              if pores else []) + [("rock", n_rocks, rock_radius_mm)]
+    density: dict = {}
+    for label, n, (r_lo, r_hi) in wanted:
+        placed = attempts = 0
+        while placed < n and attempts < 8 * n:
+            attempts += 1
+            r_mm = r_lo + (r_hi - r_lo) * rng.beta(1.3, 2.2)
+            radii = r_mm * rng.uniform(0.6, 1.0, 3)
+            body = _body(rng, np.maximum(radii, sp.max()), sp, 0.12)
+            c = np.array([rng.uniform(0, s) for s in shape]).astype(int)
+            lo = c - np.array(body.shape) // 2
+            src0 = np.maximum(0, -lo)
+            dst0 = np.maximum(0, lo)
+            dst1 = np.minimum(shape, lo + np.array(body.shape))
+            if np.any(dst1 <= dst0):
+                continue
+            sub = body[tuple(slice(a, a + (d1 - d0)) for a, d0, d1 in zip(src0, dst0, dst1))]
+            region = objects[tuple(slice(a, b) for a, b in zip(dst0, dst1))]
+            free = sub & (region == 0)
+            if free.sum() < 20 or free.sum() < 0.85 * sub.sum():
+                continue
+            cc, ncc = ndimage.label(free)
+            if ncc > 1:
+                free = cc == (1 + int(np.argmax(ndimage.sum(free, cc, range(1, ncc + 1)))))
+            k = len(labels_of) + 1
+            region[free] = k
+            labels_of[k] = label
+            density[k] = rng.uniform(25500.0, 44000.0) if label == "rock" else rng.uniform(2500.0, 6000.0)
+            placed += 1
+    cell = tuple(max(2, int(round(v))) for v in (6.0 / sp[0], 6.0 / sp[1], 6.0 / sp[2]))
+    img = 17500.0 + 1600.0 * _smooth_field_3d(rng, shape, cell)
+    lut = np.zeros(len(labels_of) + 1, np.float32)
+    for k, d in density.items():
+        lut[k] = d
+    inside = objects > 0
+    img[inside] = lut[objects[inside]] * (1.0 + 0.04 * rng.standard_normal(int(inside.sum())).astype(np.float32))
+    img = ndimage.gaussian_filter(img, sigma=(0.4, 0.9, 0.9))
+    img += rng.normal(0.0, noise, size=shape).astype(np.float32)
+    return SyntheticVolume(_finish(img), objects, labels_of, tuple(float(v) for v in sp))

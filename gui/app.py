@@ -1,6 +1,7 @@
 """Start the GUI: `run_gui(project_path=None) -> exit status` (main.py calls it)."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Optional
 
@@ -28,6 +29,17 @@ def build_window(project_path=None):
     return win
 
 
+def no_display_reason() -> Optional[str]:
+    """Why the window cannot open here (None when it can, as far as can be told): on
+    Linux, Qt's xcb/wayland platforms need a display, and without one Qt aborts the
+    process (exit 134) instead of failing politely."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    return "there is no display (DISPLAY and WAYLAND_DISPLAY are not set)"
+
+
 def run_gui(project_path=None) -> int:
     try:
         from PyQt5 import QtWidgets  # noqa: F401
@@ -35,7 +47,17 @@ def run_gui(project_path=None) -> int:
         print(f"maskloop: the GUI needs PyQt5 ({e}); the command line works without it "
               "(maskloop --help)", file=sys.stderr)
         return 1
+    reason = no_display_reason()
+    if reason:
+        target = project_path or "PROJECT"
+        print(f"maskloop: cannot open the window: {reason}.\n"
+              f"On a server, use the command line instead, e.g. 'maskloop info {target}', "
+              f"'maskloop segment {target}', 'maskloop train {target}' (maskloop --help lists them all);\n"
+              f"or connect with a display (ssh -X) and run 'maskloop {target}' again.", file=sys.stderr)
+        return 1
     app = create_app()
+    from . import theme
+    theme.apply(app)
     win = build_window(project_path)
     win.show()
     win.canvas.setFocus()

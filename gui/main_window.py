@@ -1,41 +1,37 @@
 """The main window: menus, toolbars and docks around the canvas, wired to the controller.
 
-Extension points (the model workflow builds on these, without editing this file):
+Building blocks other parts of the window use (the loop, gui.loop, builds on these):
 - `window.controller`: signals for everything that changes (see gui.controller).
 - `window.add_dock(name, title, widget, area)`: a dock, remembered in the saved layout.
 - `window.menu(name, title)` / `window.toolbar(name, title)`: get or create by name
   ("file", "edit", "view", "tools", "item", "help"; new menus go before Help).
 - `window.add_action(menu, text, slot, shortcut=..., toolbar=...)`.
-- Modules named in EXTENSION_MODULES that exist are imported and their
-  `install(window)` is called at the end of construction (e.g. gui/workflow.py).
+`window.loop` (gui.loop.Loop) adds the model menu, review, training and models docks;
+`MainWindow(loop=False)` is the bare annotation window (tests, benchmarks).
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from engine.imageio import format_spacing
+from . import theme
 from .canvas import CanvasWidget
 from .controller import Controller
 from .panels import ImagesPanel, InstancesPanel, LabelsPanel, WindowLevelPanel
+from .project_actions import ProjectActions, settings
+from .status_bar import StatusBar
 
-EXTENSION_MODULES: list[str] = ["gui.workflow", "gui.panels.measurements"]
-MAX_RECENT = 10
-IMAGE_FILTER = ("Images, TIFF stacks, DICOM (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.dcm *.dicom *.ima);;"
-                "All files (*)")
-
-
-def settings() -> QtCore.QSettings:
-    return QtCore.QSettings("MaskLoop", "MaskLoop")
+#: Toolbar buttons that show their text beside the icon (the loop's main steps).
+TEXT_BESIDE = ("train", "accept item", "next unreviewed")
 
 
-class MainWindow(QtWidgets.QMainWindow):
-    def __init__(self, controller: Optional[Controller] = None, extensions: Optional[Sequence[str]] = None,
-                 parent=None) -> None:
+class MainWindow(QtWidgets.QMainWindow, ProjectActions):
+    def __init__(self, controller: Optional[Controller] = None, loop: bool = True, parent=None) -> None:
         super().__init__(parent)
+        theme.apply(QtWidgets.QApplication.instance())
         self.setObjectName("MaskLoopMainWindow")
         self.setWindowTitle("MaskLoop")
         self.setDockOptions(QtWidgets.QMainWindow.AnimatedDocks | QtWidgets.QMainWindow.AllowTabbedDocks)
@@ -55,9 +51,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self._connect()
         self._update_title()
         self._update_enabled()
-        for name in (EXTENSION_MODULES if extensions is None else extensions):
-            if importlib.util.find_spec(name) is not None:
-                importlib.import_module(name).install(self)
+        self.loop = None
+        if loop:
+            from .loop import Loop
+            self.loop = Loop(self)
+        # other parts of the window in modules of their own: call their install(self) here
+        from . import stack_tools
+        from .panels import measurements
+        stack_tools.install(self)
+        measurements.install(self)
+        self._set_empty_canvas_actions()
 
     # ------------------------------------------------------------------ building blocks
     def menu(self, name: str, title: Optional[str] = None) -> QtWidgets.QMenu:
@@ -79,7 +82,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if tb is None:
             tb = QtWidgets.QToolBar(title or name.capitalize(), self)
             tb.setObjectName(f"toolbar_{name}")
-            tb.setToolButtonStyle(QtCore.Qt.ToolButtonTextOnly)
+            tb.setToolButtonStyle(QtCore.Qt.ToolButtonIconOnly)
+            tb.setIconSize(QtCore.QSize(22, 22))
             self.addToolBar(area, tb)
             self.toolbars[name] = tb
         return tb
@@ -97,15 +101,24 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def add_action(self, menu: Optional[str], text: str, slot: Callable, shortcut=None, *,
                    name: Optional[str] = None, toolbar: Optional[str] = None, tip: str = "",
-                   checkable: bool = False) -> QtWidgets.QAction:
+                   checkable: bool = False, icon: Optional[str] = None) -> QtWidgets.QAction:
+        """An action, named `name` (default: its text, lower case); its shortcuts come from
+        the keymap (resources/keymap.json) by that name unless `shortcut` is given."""
+        name = name or text.replace("&", "").replace("…", "").strip().lower()
         act = QtWidgets.QAction(text, self)
+        act.setObjectName(f"action_{name.replace(' ', '_')}")
+        shortcut = shortcut or theme.keys(name)
+        if icon:
+            act.setIcon(theme.icon(icon))
         if shortcut:
             keys = shortcut if isinstance(shortcut, (list, tuple)) else [shortcut]
             act.setShortcuts([QtGui.QKeySequence(k) if isinstance(k, str) else QtGui.QKeySequence(k)
                               for k in keys])
         act.setShortcutContext(QtCore.Qt.WindowShortcut)
+        plain = text.replace("&", "").replace("…", "")
+        keys = act.shortcut().toString(QtGui.QKeySequence.NativeText)
+        act.setToolTip(f"{plain}{f' ({keys})' if keys else ''}" + (f" — {tip}" if tip else ""))
         if tip:
-            act.setToolTip(tip)
             act.setStatusTip(tip)
         act.setCheckable(checkable)
         (act.toggled if checkable else act.triggered).connect(slot)
@@ -113,9 +126,15 @@ class MainWindow(QtWidgets.QMainWindow):
         if menu:
             self.menu(menu).addAction(act)
         if toolbar:
-            self.toolbar(toolbar).addAction(act)
-        self.actions[name or text.replace("&", "").replace("…", "").strip().lower()] = act
+            self.add_to_toolbar(toolbar, act, text_beside=name in TEXT_BESIDE)
+        self.actions[name] = act
         return act
+
+    def add_to_toolbar(self, toolbar: str, act: QtWidgets.QAction, text_beside: bool = False) -> None:
+        tb = self.toolbar(toolbar)
+        tb.addAction(act)
+        if text_beside:
+            tb.widgetForAction(act).setToolButtonStyle(QtCore.Qt.ToolButtonTextBesideIcon)
 
     # ------------------------------------------------------------------ construction
     def _build_docks(self) -> None:
@@ -136,50 +155,51 @@ class MainWindow(QtWidgets.QMainWindow):
             self.menu(name, title)
         A = self.add_action
         # File
-        A("file", "&New project…", self.new_project_dialog, "Ctrl+N")
-        A("file", "&Open project…", self.open_project_dialog, QtGui.QKeySequence.Open, name="open project")
-        A("file", "Open &images…", self.open_images_dialog, "Ctrl+Shift+O",
+        A("file", "&New project…", self.new_project_dialog, icon="new_project")
+        A("file", "&Open project…", self.open_project_dialog, name="open project", icon="open_project")
+        A("file", "Open &images…", self.open_images_dialog, name="open images", icon="open_images",
           tip="Image files, TIFF stacks or DICOM files; makes a project next to them")
         A("file", "Open &folder or DICOM series…", self.open_folder_dialog, name="open folder",
           tip="A folder of images or a DICOM series; makes a project next to it")
-        A("file", "&Add images to project…", self.add_images_dialog, name="add images")
+        A("file", "&Add images to project…", self.add_images_dialog, name="add images", icon="open_images")
         self.recent_menu = self.menu("file").addMenu("Recent projects")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         self.menu("file").addSeparator()
-        A("file", "&Save", self.save, QtGui.QKeySequence.Save, name="save")
+        A("file", "&Save", self.save, name="save", icon="save",
+          tip="Edits are saved within a second anyway; this writes them now")
         A("file", "Reload from disk", self.reload_item, name="reload")
         A("file", "Resolve conflict…", self.resolve_conflict_dialog, name="resolve conflict")
         A("file", "&Close project", self.close_project, name="close project")
         self.menu("file").addSeparator()
-        A("file", "&Quit", self.close, QtGui.QKeySequence.Quit, name="quit")
+        A("file", "&Quit", self.close, name="quit")
         # Edit
         undo = c.undo_group.createUndoAction(self, "&Undo")
-        undo.setShortcuts([QtGui.QKeySequence("Ctrl+Z")])
         redo = c.undo_group.createRedoAction(self, "&Redo")
-        redo.setShortcuts([QtGui.QKeySequence("Ctrl+Shift+Z"), QtGui.QKeySequence("Ctrl+Y")])
         for name, act in (("undo", undo), ("redo", redo)):
+            act.setShortcuts([QtGui.QKeySequence(k) for k in theme.keys(name)])
+            act.setIcon(theme.icon(name))
             act.setShortcutContext(QtCore.Qt.WindowShortcut)
             self.addAction(act)
             self.menu("edit").addAction(act)
             self.actions[name] = act
         self.menu("edit").addSeparator()
-        A("edit", "&Delete selected", c.delete_selected, QtGui.QKeySequence.Delete, name="delete")
-        A("edit", "&Relabel selected…", self.relabel_dialog, "L", name="relabel")
-        A("edit", "&Merge selected", c.merge_selected, "M", name="merge")
-        A("edit", "&Fill holes", c.fill_holes_selected, "G", name="fill holes")
+        A("edit", "&Delete selected", c.delete_selected, name="delete", icon="delete")
+        A("edit", "&Relabel selected…", self.relabel_dialog, name="relabel")
+        A("edit", "&Merge selected", c.merge_selected, name="merge", icon="merge")
+        A("edit", "&Fill holes", c.fill_holes_selected, name="fill holes", icon="fill_holes")
         A("edit", "Select &all", lambda: c.set_selection([i.id for i in c.annotation.instances])
-          if c.annotation else None, QtGui.QKeySequence.SelectAll, name="select all")
+          if c.annotation else None, name="select all")
         # View
-        A("view", "Zoom &in", lambda: cv.zoom_by(1.25), ["+", "=", "Ctrl++", "Ctrl+="], name="zoom in")
-        A("view", "Zoom &out", lambda: cv.zoom_by(0.8), ["-", "Ctrl+-"], name="zoom out")
-        A("view", "&Fit", cv.fit, "F", name="fit")
-        A("view", "Actual pixels (100%)", lambda: cv.set_zoom(1.0), "Ctrl+0", name="zoom 100")
+        A("view", "Zoom &in", lambda: cv.zoom_by(1.25), name="zoom in", icon="zoom_in")
+        A("view", "Zoom &out", lambda: cv.zoom_by(0.8), name="zoom out", icon="zoom_out")
+        A("view", "&Fit", cv.fit, name="fit", icon="fit", tip="Fit the image to the window")
+        A("view", "Actual pixels (100%)", lambda: cv.set_zoom(1.0), name="zoom 100")
         self.menu("view").addSeparator()
-        show = A("view", "Show &masks", cv.set_masks_visible, "Ctrl+M", name="show masks", checkable=True)
+        show = A("view", "Show &masks", cv.set_masks_visible, name="show masks", checkable=True)
         show.setChecked(True)
-        outl = A("view", "&Outlines", cv.set_outlines, "O", name="outlines", checkable=True)
+        outl = A("view", "&Outlines", cv.set_outlines, name="outlines", checkable=True)
         outl.setChecked(True)
-        A("view", "&Colour by instance", lambda on: cv.set_color_by("instance" if on else "label"), "C",
+        A("view", "&Colour by instance", lambda on: cv.set_color_by("instance" if on else "label"),
           name="colour by instance", checkable=True)
         self.menu("view").addSeparator()
         self._docks_menu = self.menu("view").addMenu("Panels")
@@ -191,29 +211,26 @@ class MainWindow(QtWidgets.QMainWindow):
         group.setExclusive(True)
         self.tool_actions: dict[str, QtWidgets.QAction] = {}
         for tool in cv.tools.values():
-            act = A("tools", tool.label, lambda _on=False, n=tool.name: cv.set_tool(n), tool.shortcut,
-                    name=f"tool {tool.name}", toolbar="tools", tip=tool.tip)
+            act = A("tools", tool.label, lambda _on=False, n=tool.name: cv.set_tool(n),
+                    name=f"tool {tool.name}", toolbar="tools", tip=tool.tip, icon=tool.name)
             act.setCheckable(True)
             group.addAction(act)
             self.tool_actions[tool.name] = act
         self.tool_actions[cv.tool.name].setChecked(True)
         self.menu("tools").addSeparator()
-        A("tools", "Smaller brush", lambda: cv.change_brush_size(-1), "[", name="brush smaller")
-        A("tools", "Larger brush", lambda: cv.change_brush_size(+1), "]", name="brush larger")
+        A("tools", "Smaller brush", lambda: cv.change_brush_size(-1), name="brush smaller")
+        A("tools", "Larger brush", lambda: cv.change_brush_size(+1), name="brush larger")
         # Item
-        A("item", "&Next item", lambda: self.step_item(+1), "N", name="next item")
-        A("item", "&Previous item", lambda: self.step_item(-1), "Shift+N", name="previous item")
-        A("item", "Next slice", lambda: c.step_slice(+1), QtCore.Qt.Key_PageDown, name="next slice")
-        A("item", "Previous slice", lambda: c.step_slice(-1), QtCore.Qt.Key_PageUp, name="previous slice")
+        A("item", "&Next item", lambda: self.step_item(+1), name="next item", icon="next_item")
+        A("item", "&Previous item", lambda: self.step_item(-1), name="previous item", icon="previous_item")
+        A("item", "Next slice", lambda: c.step_slice(+1), name="next slice")
+        A("item", "Previous slice", lambda: c.step_slice(-1), name="previous slice")
         # Labels 1-9 (not in a menu; listed in the shortcuts help)
         for k in range(9):
-            act = QtWidgets.QAction(f"Label {k + 1}", self)
-            act.setShortcut(QtGui.QKeySequence(str(k + 1)))
-            act.triggered.connect(lambda _=False, i=k: c.set_label_index(i))
-            self.addAction(act)
+            act = A(None, f"Label {k + 1}", lambda _=False, i=k: c.set_label_index(i), name=f"label {k + 1}")
             self.extra_shortcut_actions.append(act)
         # Help
-        A("help", "&Keyboard shortcuts", self.show_shortcuts, ["F1", "?"], name="shortcuts")
+        A("help", "&Keyboard shortcuts", self.show_shortcuts, name="shortcuts", icon="shortcuts")
         A("help", "&About MaskLoop", self.show_about, name="about")
         # the main toolbar: file + edit basics
         main = self.toolbar("main", "Main")
@@ -234,10 +251,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.brush_box.valueChanged.connect(lambda v: setattr(cv, "brush_size", v))
         cv.brushSizeChanged.connect(self.brush_box.setValue)
         self.tolerance_box = QtWidgets.QDoubleSpinBox()
-        self.tolerance_box.setRange(0, 1e6)
+        self.tolerance_box.setRange(0, 100)
         self.tolerance_box.setDecimals(1)
+        self.tolerance_box.setSuffix(" %")
         self.tolerance_box.setValue(cv.tolerance)
-        self.tolerance_box.setToolTip("Magic wand tolerance in raw units (HU for CT)")
+        self.tolerance_box.setToolTip("Magic wand tolerance: a percentage of the displayed range (window width)")
         self.tolerance_box.valueChanged.connect(lambda v: setattr(cv, "tolerance", v))
         cv.toleranceChanged.connect(self.tolerance_box.setValue)
         self.opacity_slider = QtWidgets.QSlider(QtCore.Qt.Horizontal)
@@ -258,33 +276,46 @@ class MainWindow(QtWidgets.QMainWindow):
         tb.addWidget(self.opacity_slider)
 
     def _build_status_bar(self) -> None:
-        sb = self.statusBar()
-        self.pos_label = QtWidgets.QLabel()
-        self.value_label = QtWidgets.QLabel()
-        self.zoom_label = QtWidgets.QLabel()
-        self.item_label = QtWidgets.QLabel()
-        self.save_label = QtWidgets.QLabel()
-        for w, width in ((self.item_label, 0), (self.pos_label, 90), (self.value_label, 120),
-                         (self.zoom_label, 60), (self.save_label, 80)):
-            if width:
-                w.setMinimumWidth(width)
-            sb.addPermanentWidget(w)
+        self.status = StatusBar(self)
+        self.setStatusBar(self.status)
+        st = self.status
+        self.pos_label, self.value_label, self.zoom_label = st.pos_label, st.value_label, st.zoom_label
+        self.item_label, self.save_label = st.item_label, st.save_label
+
+    def show_message(self, text: str, ms: int = 6000) -> None:
+        """A message in the status bar's message field (gui.status_bar)."""
+        self.status.show_message(text, ms)
+
+    def event(self, event) -> bool:
+        # a hovered action's status tip goes to the message field too (Qt would paint it
+        # as a temporary message over the status bar's widgets)
+        if event.type() == QtCore.QEvent.StatusTip:
+            if event.tip():
+                self.status.show_message(event.tip(), 4000)
+            return True
+        return super().event(event)
+
+    def _set_empty_canvas_actions(self) -> None:
+        a = self.actions
+        first = [a[k] for k in ("open project", "open images", "open demo") if k in a]
+        self.canvas_widget.hint.set_actions(first, [a["add images"]])
+        self.canvas_widget.update_page()
 
     def _connect(self) -> None:
         c, cv = self.controller, self.canvas
         cv.cursorMoved.connect(self._on_cursor)
         cv.zoomChanged.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
         cv.toolChanged.connect(self._on_tool)
-        c.projectOpened.connect(lambda _p: (self._update_title(), self._update_enabled()))
-        c.projectClosed.connect(lambda: (self._update_title(), self._update_enabled()))
+        c.projectOpened.connect(lambda _p: (self._update_title(), self._update_enabled(), self._clear_item()))
+        c.projectClosed.connect(lambda: (self._update_title(), self._update_enabled(), self._clear_item()))
         c.currentItemChanged.connect(self._on_item)
         c.itemLoading.connect(self._on_loading)
         c.dirtyChanged.connect(self._on_dirty)
         c.saved.connect(lambda _i: self._on_dirty(False))
-        c.saveFailed.connect(lambda i, msg: self._notify(f"Could not save {i}: {msg}", error=True))
+        c.saveFailed.connect(lambda i, msg: self.notify(f"Could not save {i}: {msg}", error=True))
         c.externalChange.connect(self._on_external)
-        c.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
-        c.error.connect(lambda m: self._notify(m, error=True))
+        c.message.connect(lambda m: self.show_message(m, 6000))
+        c.error.connect(lambda m: self.notify(m, error=True))
         c.selectionChanged.connect(lambda _s: self._update_enabled())
 
     # ------------------------------------------------------------------ state display
@@ -305,16 +336,20 @@ class MainWindow(QtWidgets.QMainWindow):
         self.actions["resolve conflict"].setEnabled(c.in_conflict)
 
     def _on_tool(self, name: str) -> None:
-        act = getattr(self, "tool_actions", {}).get(name)
+        act = self.tool_actions.get(name)
         if act is not None:
             act.setChecked(True)
 
+    def _clear_item(self) -> None:
+        self.item_label.setText("")
+        self.status.clear_pixel()
+
     def _on_item(self, item_id: str) -> None:
+        self.status.clear_pixel()   # the last readout belonged to the item before
         c = self.controller
         item = c.item
         ids = c.slice_items()
         where = f"  slice {ids.index(item_id) + 1}/{len(ids)}" if len(ids) > 1 else ""
-        from engine.imageio import format_spacing
         src = c.source  # voxel size in mm/µm when the file carried one
         scale = f"  {format_spacing(src.geometry, src.n_slices)}" if src is not None and src.geometry else ""
         self.item_label.setText(f"{item.name}  {item.width}×{item.height}{where}{scale}")
@@ -355,11 +390,11 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_external(self, item_id: str, what: str) -> None:
         self._on_dirty(self.controller.dirty)
         if what == "reloaded":
-            self.statusBar().showMessage(f"{item_id} was changed by another program and has been reloaded", 8000)
+            self.show_message(f"{item_id} was changed by another program and has been reloaded", 8000)
 
-    def _notify(self, message: str, error: bool = False) -> None:
+    def notify(self, message: str, error: bool = False) -> None:
         """Status bar plus a non-blocking message box (never a nested event loop)."""
-        self.statusBar().showMessage(message, 10000)
+        self.show_message(message, 10000)
         if error and self.isVisible():
             box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Warning, "MaskLoop", message,
                                         QtWidgets.QMessageBox.Ok, self)
@@ -386,151 +421,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def resolve_conflict_dialog(self) -> None:
         c = self.controller
         if c.in_conflict:
-            c._conflict = False
-            answer = self.ask_conflict(c.item_id)
-            c._conflict = True
-            c.resolve_conflict(answer)
+            c.resolve_conflict(self.ask_conflict(c.item_id))
             self._on_dirty(c.dirty)
-
-    # ------------------------------------------------------------------ file actions
-    def open_project(self, root) -> bool:
-        ok = self.controller.open_project(root)
-        if ok:
-            self.add_recent(self.controller.project.root)
-            self.canvas.setFocus()
-        return ok
-
-    def new_project_dialog(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(
-            self, "New project: name its folder", str(Path.home() / "maskloop-project"), "Folders (*)")
-        if path:
-            self.make_project(path, [])
-
-    def open_project_dialog(self) -> None:
-        path = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a MaskLoop project folder",
-                                                          self._last_dir())
-        if path:
-            self.open_project(path)
-
-    def _last_dir(self) -> str:
-        return str(settings().value("last_dir", str(Path.home())))
-
-    def _choose_project_folder(self, first: Path) -> Optional[Path]:
-        base = first.parent if first.is_file() else first.parent
-        stem = first.stem if first.is_file() else first.name
-        suggestion = base / f"{stem}_maskloop"
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(
-            self, "Project folder (created if needed; the images stay where they are)",
-            str(suggestion), "Folders (*)", options=QtWidgets.QFileDialog.DontConfirmOverwrite)
-        return Path(path) if path else None
-
-    def open_images_dialog(self) -> None:
-        files, _ = QtWidgets.QFileDialog.getOpenFileNames(self, "Open images, TIFF stacks or DICOM files",
-                                                          self._last_dir(), IMAGE_FILTER)
-        if files:
-            settings().setValue("last_dir", str(Path(files[0]).parent))
-            root = self._choose_project_folder(Path(files[0]))
-            if root is not None:
-                self.make_project(root, [Path(f) for f in files])
-
-    def open_folder_dialog(self) -> None:
-        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open a folder of images or a DICOM series",
-                                                            self._last_dir())
-        if folder:
-            settings().setValue("last_dir", str(Path(folder).parent))
-            root = self._choose_project_folder(Path(folder))
-            if root is not None:
-                self.make_project(root, [Path(folder)])
-
-    def make_project(self, root, paths: list) -> bool:
-        """Create (or reuse) the project at root, add paths off the GUI thread, open it."""
-        from engine.errors import MaskLoopError
-        from engine.project import MANIFEST, Project
-        from .tasks import run_with_progress
-        root = Path(root)
-        if not self.controller.close_project():
-            return False
-
-        def work(progress=None, cancel=None):
-            proj = Project.open(root) if (root / MANIFEST).exists() else Project.create(root)
-            if paths:
-                proj.add(paths, progress=progress, cancel=cancel)
-            return proj
-
-        try:
-            run_with_progress(self, "Adding images", work)
-        except MaskLoopError as e:
-            self._notify(e.one_line(), error=True)
-            if not (root / MANIFEST).exists():
-                return False
-        return self.open_project(root)
-
-    def add_images_dialog(self) -> None:
-        c = self.controller
-        if c.project is None:
-            return
-        files, _ = QtWidgets.QFileDialog.getOpenFileNames(self, "Add images, TIFF stacks or DICOM files",
-                                                          self._last_dir(), IMAGE_FILTER)
-        if files:
-            self.add_paths([Path(f) for f in files])
-
-    def add_paths(self, paths: list) -> list:
-        from engine.errors import MaskLoopError
-        from .tasks import run_with_progress
-        c = self.controller
-        try:
-            new = run_with_progress(self, "Adding images", c.project.add, paths)
-        except MaskLoopError as e:
-            self._notify(e.one_line(), error=True)
-            return []
-        c.on_items_added(new)
-        return new
-
-    def save(self) -> None:
-        c = self.controller
-        if c.save():
-            self.statusBar().showMessage("saved", 2000)
-        elif c.in_conflict:
-            self.resolve_conflict_dialog()
-
-    def reload_item(self) -> None:
-        c = self.controller
-        if c.dirty:
-            answer = QtWidgets.QMessageBox.question(
-                self, "Reload", "Discard the unsaved edits of this item and read it from disk?")
-            if answer != QtWidgets.QMessageBox.Yes:
-                return
-        c.reload_current()
-
-    def close_project(self) -> bool:
-        c = self.controller
-        if c.close_project():
-            return True
-        answer = QtWidgets.QMessageBox.question(
-            self, "Unsaved edits", "The current item's edits could not be saved. Close anyway and lose them?")
-        return answer == QtWidgets.QMessageBox.Yes and c.close_project(force=True)
-
-    # recent projects
-    def recent_projects(self) -> list[str]:
-        v = settings().value("recent_projects", [])
-        if isinstance(v, str):
-            v = [v]
-        return [p for p in (v or []) if p]
-
-    def add_recent(self, root) -> None:
-        root = str(Path(root))
-        items = [root] + [p for p in self.recent_projects() if p != root]
-        settings().setValue("recent_projects", items[:MAX_RECENT])
-
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        items = self.recent_projects()
-        if not items:
-            self.recent_menu.addAction("(none)").setEnabled(False)
-        for p in items:
-            act = self.recent_menu.addAction(p)
-            act.setEnabled(Path(p, "maskloop.json").exists())
-            act.triggered.connect(lambda _=False, path=p: self.open_project(path))
 
     # ------------------------------------------------------------------ edit / item actions
     def relabel_dialog(self) -> None:
@@ -571,9 +463,17 @@ class MainWindow(QtWidgets.QMainWindow):
         if geom is not None:
             self.restoreGeometry(geom)
         else:
-            self.resize(1400, 900)
+            avail = QtWidgets.QApplication.primaryScreen().availableGeometry()
+            self.resize(min(1400, avail.width()), min(900, avail.height()))
         if state is None or not self.restoreState(state):
-            self.resizeDocks([self.docks["images"], self.docks["labels"]], [280, 300], QtCore.Qt.Horizontal)
+            self.default_layout()
+
+    def default_layout(self) -> None:
+        """Dock sizes for a first start: the instance list gets the height on the right."""
+        d = self.docks
+        self.resizeDocks([d["images"], d["labels"]], [280, 340], QtCore.Qt.Horizontal)
+        right = [d[k] for k in ("labels", "instances", "review") if k in d]
+        self.resizeDocks(right, [150, 400, 150][:len(right)], QtCore.Qt.Vertical)
 
     def save_layout(self) -> None:
         s = settings()
@@ -593,4 +493,5 @@ class MainWindow(QtWidgets.QMainWindow):
             event.ignore()
             return
         self.save_layout()
+        self.controller.shutdown()   # the worker threads of prefetch and autosave
         event.accept()

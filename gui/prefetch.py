@@ -10,10 +10,12 @@ load reports the error.
 """
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Iterable, Optional
 
 import numpy as np
+
+from .background import Background
 
 
 class ImagePrefetcher:
@@ -22,7 +24,7 @@ class ImagePrefetcher:
         self._project = None
         self._futures: dict[str, Future] = {}
         self._fetched: set[str] = set()  # asked for by fetch(): kept until taken
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="maskloop-prefetch")
+        self.worker = Background("prefetch")
 
     def set_project(self, project) -> None:
         self.clear()
@@ -49,7 +51,7 @@ class ImagePrefetcher:
                 del self._futures[iid]
         fut = self._futures.get(item_id)
         if fut is None or fut.cancelled():
-            fut = self._futures[item_id] = self._executor.submit(self._project.load_image, item_id)
+            fut = self._futures[item_id] = self.worker.submit(self._project.load_image, item_id)
         self._fetched.add(item_id)
         return fut
 
@@ -71,7 +73,7 @@ class ImagePrefetcher:
         project = self._project
         for iid in wanted:
             if iid not in self._futures:
-                self._futures[iid] = self._executor.submit(project.load_image, iid)
+                self._futures[iid] = self.worker.submit(project.load_image, iid)
 
     def take(self, item_id: str) -> Optional[np.ndarray]:
         """The decoded image when it was prefetched (waiting if it is under way), else None."""
@@ -84,6 +86,10 @@ class ImagePrefetcher:
         except Exception:  # the synchronous load repeats it and reports the error properly
             return None
 
+    def future(self, item_id: str) -> Optional[Future]:
+        """The decode under way (or done) for this item, if any."""
+        return self._futures.get(item_id)
+
     def shutdown(self) -> None:
         self.clear()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.worker.shutdown()

@@ -11,8 +11,8 @@ import sys
 
 from ..errors import MaskLoopError
 
-SUBCOMMANDS = ("new", "add", "import", "export", "info", "segment", "train", "evaluate", "demo")
-SUBCOMMANDS += ("measure", "scale")  # engine/cli/measure_cmds.py
+SUBCOMMANDS = ("new", "add", "import", "export", "info", "link", "segment", "train", "evaluate",
+               "measure", "scale", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from . import data_cmds
     data_cmds.register(sub)
+    from . import volume_cmds
+    volume_cmds.register(sub)
     try:
         from . import model_cmds
     except ImportError:  # the model commands are added by the engine work

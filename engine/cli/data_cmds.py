@@ -2,10 +2,14 @@
 
     maskloop new PROJECT [--labels a,b] [--images PATH ...]
     maskloop add PROJECT PATH ...
-    maskloop import PROJECT FILE_OR_DIR --format coco|labelme|labelmap [--label NAME]
-                    [--as-predictions] [--images DIR]
-    maskloop export PROJECT OUT --format coco|labelme [--only-reviewed] [--copy-images]
-                    [--split 0.8] [--polygons]
+    maskloop import PROJECT FILE_OR_DIR --format coco|labelme|labelmap|volume [--label NAME]
+                    [--as-predictions] [--images DIR] [--stack S] [--labels 1=a,2=b]
+                    [--kind instance|class] [--volume-format F]
+    maskloop export PROJECT OUT --format coco|labelme|labelmap|volume [--only-reviewed]
+                    [--copy-images] [--split 0.8] [--polygons] [--stack S] [--kind K]
+                    [--volume-format nrrd|nifti|tiff|dicom-seg]
+
+Formats and the options each takes come from engine.formats.registry (one table).
     maskloop info PROJECT
 
 Handlers return an exit status; MaskLoopError is turned into exit 1 with one line on
@@ -51,36 +55,46 @@ def register(subparsers) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.set_defaults(func=cmd_add)
 
-    p = subparsers.add_parser("import", help="import annotations (COCO, labelme, label maps)",
+    from ..formats import registry
+    p = subparsers.add_parser("import", help="import annotations (COCO, labelme, label maps, label volumes)",
                               description="Import annotations. Imported annotations count as reviewed "
-                                          "ground truth unless --as-predictions. Bad input changes nothing.")
+                                          "ground truth unless --as-predictions. Bad input changes nothing. "
+                                          "--format volume reads a label volume (NRRD, NIfTI, TIFF stack, "
+                                          "DICOM-SEG) into the stack it fits, as linked 3-D objects.")
     p.add_argument("project", metavar="PROJECT")
     p.add_argument("source", metavar="FILE_OR_DIR")
-    p.add_argument("--format", required=True, choices=("coco", "labelme", "labelmap"))
+    p.add_argument("--format", required=True, choices=registry.import_formats())
     p.add_argument("--label", default=None, metavar="NAME",
-                   help="class of the imported label maps (labelmap only)")
+                   help="class of the imported label maps or instance volume (labelmap, volume)")
     p.add_argument("--as-predictions", action="store_true",
                    help="import as unreviewed model output (status predicted, source model)")
-    p.add_argument("--images", default=None, metavar="DIR",
+    p.add_argument("--images", dest="images_dir", default=None, metavar="DIR",
                    help="folder the COCO file names are relative to (default: the JSON's folder)")
+    _volume_options(p)
+    p.add_argument("--labels", type=_label_values, default=None, metavar="1=a,2=b",
+                   help="volume: names of the label values (default: the file's segment names)")
     p.set_defaults(func=cmd_import)
 
-    p = subparsers.add_parser("export", help="export annotations (COCO, labelme)",
+    p = subparsers.add_parser("export", help="export annotations (COCO, labelme, label maps, label volumes)",
                               description="Export annotations as COCO JSON (OUT: a .json file, or a folder "
                                           "that gets annotations.json) or labelme JSON (OUT: a folder, one "
                                           "file per item). With --split, COCO writes <stem>_train.json and "
                                           "<stem>_val.json (train.json and val.json in a folder OUT) and "
                                           "labelme writes OUT/train and OUT/val; the split is seeded and "
-                                          "reproducible.")
+                                          "reproducible. --format labelmap writes one label image per item "
+                                          "(OUT/<item>_masks.tif); --format volume one label volume per "
+                                          "stack with its voxel geometry (OUT: a folder, or a file for one "
+                                          "stack).")
     p.add_argument("project", metavar="PROJECT")
     p.add_argument("out", metavar="OUT")
-    p.add_argument("--format", required=True, choices=("coco", "labelme"))
+    p.add_argument("--format", required=True, choices=registry.export_formats())
     p.add_argument("--only-reviewed", action="store_true", help="export reviewed items only")
     p.add_argument("--copy-images", action="store_true",
                    help="write the images next to the export so it stands alone")
     p.add_argument("--split", type=_fraction, default=None, metavar="0.8",
                    help="write train and val parts, this fraction of items in train (seeded)")
     p.add_argument("--polygons", action="store_true", help="COCO: polygons instead of compressed RLE")
+    _volume_options(p)
     p.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("info", help="summary of a project",
@@ -125,55 +139,80 @@ def cmd_add(args) -> int:
     return 0
 
 
+def _volume_options(p) -> None:
+    from ..formats.volume import FORMATS, KINDS
+    p.add_argument("--stack", default=None, metavar="S", help="volume: the stack or series (name or index)")
+    p.add_argument("--kind", choices=KINDS, default=None,
+                   help="volume: instance (each value one object, default) or class (each value one "
+                        "class, each 3-D connected part one object)")
+    p.add_argument("--volume-format", choices=tuple(FORMATS), default=None,
+                   help="volume file format (import: default from the file; export: default nrrd)")
+
+
+def _label_values(text: str) -> dict:
+    from ..formats.volume_project import parse_label_map
+    try:
+        return parse_label_map(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_OPTIONS = ("label", "as_predictions", "images_dir", "stack", "kind", "volume_format", "labels",
+            "only_reviewed", "copy_images", "split", "polygons")
+
+
+def _given(args, which: str):
+    """The options the user gave, or a usage error naming one the format does not take."""
+    from ..formats import registry
+    given = {k: getattr(args, k) for k in _OPTIONS if getattr(args, k, None) not in (None, False)}
+    allowed = registry.spec(args.format).options(which)
+    for key in given:
+        if key not in allowed:
+            takers = "|".join(registry.formats_with(key, which))
+            flag = "--images" if key == "images_dir" else "--" + key.replace("_", "-")
+            return None, usage_error(which, f"{flag} applies to --format {takers} only")
+    return given, 0
+
+
 def cmd_import(args) -> int:
+    from ..formats import registry
     from ..project import Project
-    if args.label is not None and args.format != "labelmap":
-        return usage_error("import", "--label applies to --format labelmap only")
-    if args.images is not None and args.format != "coco":
-        return usage_error("import", "--images applies to --format coco only")
+    options, status = _given(args, "import")
+    if options is None:
+        return status
     proj = Project.open(args.project)
     src = Path(args.source)
     if not src.exists():
         raise FormatError("no such file or folder", src)
-    progress = TerminalProgress("importing")
-    if args.format == "coco":
-        from ..formats.coco import import_coco
-        if src.is_dir():
-            raise FormatError("a COCO import needs the .json file, not a folder", src)
-        rep = import_coco(proj, src, images_dir=args.images, as_predictions=args.as_predictions,
-                          progress=progress)
-    elif args.format == "labelme":
-        from ..formats.labelme import import_labelme
-        rep = import_labelme(proj, src, as_predictions=args.as_predictions, progress=progress)
-    else:
-        from ..formats.labelmap import import_labelmap
-        rep = import_labelmap(proj, src, label=args.label, as_predictions=args.as_predictions,
-                              progress=progress)
-    print(rep.summary())
+    if args.format == "coco" and src.is_dir():
+        raise FormatError("a COCO import needs the .json file, not a folder", src)
+    rep = registry.run_import(args.format, proj, src, progress=TerminalProgress("importing"), **options)
+    line = rep.summary()
+    if getattr(rep, "objects", None) is not None:
+        line += f"; the volume holds {rep.objects} 3-D object(s)"
+    print(line)
     return 0
 
 
 def cmd_export(args) -> int:
+    from ..formats import registry
     from ..project import Project
-    if args.polygons and args.format != "coco":
-        return usage_error("export", "--polygons applies to --format coco only")
+    options, status = _given(args, "export")
+    if options is None:
+        return status
     proj = Project.open(args.project)
-    progress = TerminalProgress("exporting")
-    if args.format == "coco":
-        from ..formats.coco import export_coco
-        rep = export_coco(proj, args.out, polygons=args.polygons, only_reviewed=args.only_reviewed,
-                          copy_images=args.copy_images, split=args.split, progress=progress)
-        if not args.copy_images:
-            slices = sum(1 for it in proj.items if proj.sources[it.source].n_slices > 1)
-            if slices:
-                print(f"note: {slices} item(s) are slices of stacks; their file_name is the stack file "
-                      f"(see 'slice'). Use --copy-images for a dataset other tools can read.",
-                      file=sys.stderr)
+    rep = registry.run_export(args.format, proj, args.out, progress=TerminalProgress("exporting"), **options)
+    if args.format == "coco" and not args.copy_images:
+        slices = sum(1 for it in proj.items if proj.sources[it.source].n_slices > 1)
+        if slices:
+            print(f"note: {slices} item(s) are slices of stacks; their file_name is the stack file "
+                  f"(see 'slice'). Use --copy-images for a dataset other tools can read.",
+                  file=sys.stderr)
+    if args.format == "volume":
+        print(f"exported {rep.annotations} label value(s) in {len(rep.files)} volume(s): "
+              + ", ".join(str(f) for f in rep.files))
     else:
-        from ..formats.labelme import export_labelme
-        rep = export_labelme(proj, args.out, only_reviewed=args.only_reviewed,
-                             copy_images=args.copy_images, split=args.split, progress=progress)
-    print(rep.summary())
+        print(rep.summary())
     return 0
 
 

@@ -2,7 +2,7 @@
 
     maskloop segment PROJECT [--model RUN_OR_PATH] [--items all|new|ID...] [--score 0.5] [--tile N] [--overlap N]
                      [--device auto|cpu|cuda] [--resume]
-    maskloop train PROJECT [--arch NAME] [--base scratch|coco|imagenet|active|RUN_OR_PATH] [--epochs N]
+    maskloop train PROJECT [--arch NAME] [--base scratch|coco|imagenet|active|RUN_OR_PATH] [--epochs N] [--minutes N]
                    [--device auto|cpu|cuda] [--progress jsonl] [--batch-size N] [--lr X]
                    [--optimizer adamw|sgd] [--seed N] [--val-fraction F] [--crop N]
                    [--scale-jitter LO,HI] [--early-stop N] [--include-unreviewed] [--workers N]
@@ -30,9 +30,12 @@ from typing import Optional
 
 from ..errors import CancelledError, MaskLoopError, ProjectError
 from ..jobs import CancelToken, TerminalProgress
+from ..results import DEFAULT_SCORE
 from .argtypes import number, usage_error
 
 ARCH_CHOICES = ("auto", "r18fpn", "r50fpn", "r50fpn_v2", "r101fpn", "x101fpn")
+DEFAULT_EPOCHS = 30
+BUDGET_EPOCH_CAP = 10000   # --minutes without --epochs: the budget decides
 
 
 _positive_int = number(int, 1)
@@ -71,7 +74,8 @@ def register(subparsers) -> None:
                    help="run id or model file (default: the project's active model)")
     p.add_argument("--items", nargs="+", default=["all"], metavar="all|new|ID",
                    help="which items: all (default), new (never segmented or annotated), or item ids")
-    p.add_argument("--score", type=_score, default=0.5, help="score threshold (default 0.5)")
+    p.add_argument("--score", type=_score, default=DEFAULT_SCORE,
+                   help=f"score threshold (default {DEFAULT_SCORE})")
     p.add_argument("--resume", action="store_true",
                    help="skip the items an interrupted run of the same command already wrote")
     _add_predictor_args(p)
@@ -87,7 +91,11 @@ def register(subparsers) -> None:
     p.add_argument("--base", default="auto", metavar="scratch|coco|imagenet|active|RUN_OR_PATH",
                    help="starting weights (default auto: COCO weights when they are in the torch cache, "
                         "else scratch); 'active' = the project's active model")
-    p.add_argument("--epochs", type=_positive_int, default=30, metavar="N", help="epochs (default 30)")
+    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
+                   help=f"epochs (default {DEFAULT_EPOCHS}; with --minutes: at most N)")
+    p.add_argument("--minutes", type=_positive_float, default=None, metavar="N",
+                   help="time budget: plan the run (iterations, LR schedule) to end within N minutes, "
+                        "validating and saving as usual")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N")
     p.add_argument("--progress", choices=("bar", "jsonl"), default="bar",
                    help="jsonl: one JSON event per line on stdout (for programs); bar: a terminal bar")
@@ -163,7 +171,7 @@ def _select_items(project, tokens: list[str]) -> list[str]:
 
 def _tiling(args) -> Optional[dict]:
     """Predictor tile/overlap arguments of segment and evaluate (None: a usage error, reported)."""
-    from ..model.predict import DEFAULT_TILE
+    from ..model.predictor import DEFAULT_TILE
     kw = {}
     if args.tile is not None:
         kw["tile"] = args.tile
@@ -184,23 +192,25 @@ def cmd_segment(args) -> int:
     if not ids:
         print("nothing to segment (no matching items)")
         return 0
-    from ..model.predict import Predictor
+    from ..model.predictor import Predictor
     tiling = _tiling(args)
     if tiling is None:
         return 2
     # under torchrun the items are shared out over the ranks (engine.model.batch_segment)
-    from ..model.batch_segment import dist_state, run_key, segment_distributed
-    started = _init_distributed(args.device)
+    from ..model import distributed
+    from ..model.batch_segment import run_key, segment_distributed
+    from ..objects import link_after_segment  # slices of a stack: instances become 3-D objects
+    started = distributed.init_from_env(args.device)
     try:
-        _, rank, _ = dist_state()
+        _, rank, _ = distributed.dist_info()
         pred = Predictor(model_path, device=args.device, expected_labels=proj.labels, **tiling)
         res = segment_distributed(proj, pred, ids, score_threshold=args.score, tile=args.tile, resume=args.resume,
                                   key=run_key(model_path, ids, args.score, args.tile, args.overlap),
-                                  progress=TerminalProgress("segmenting") if rank == 0 else None)
+                                  progress=TerminalProgress("segmenting") if rank == 0 else None,
+                                  after=lambda done: link_after_segment(proj, done))
     finally:
         if started:
-            import torch.distributed as dist
-            dist.destroy_process_group()
+            distributed.shutdown()
     if rank != 0:
         return 0
     t = res["total"]
@@ -208,6 +218,9 @@ def cmd_segment(args) -> int:
         (f"; {t['resumed']} item(s) already done by the interrupted run" if t["resumed"] else "")
     print(f"segmented {t['predicted']} item(s) with {pred.run or model_path}: {t['instances']} instance(s){extra}"
           + (f" on {res['world']} processes" if res["world"] > 1 else ""))
+    linked = t["after"]
+    if linked:
+        print(f"linked them across slices into {linked['objects']} 3-D object(s) on {linked['stacks']} stack(s)")
     return 0
 
 
@@ -266,23 +279,15 @@ class _EndTracker:
                   "message": message})
 
 
-def _init_distributed(device: str) -> bool:
-    """Under torchrun: initialise the default process group. True when this call did it."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        world = 1
-    if world <= 1:
-        return False
-    import torch
-    import torch.distributed as dist
-    if dist.is_initialized():
-        return False
-    use_cuda = torch.cuda.is_available() and not str(device).startswith("cpu")
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return True
+def describe_weights(base) -> str:
+    """'scratch', 'COCO weights', 'ImageNet weights', 'run RUN' or 'file NAME'."""
+    from ..runs import weights_kind
+    kind = weights_kind(base)
+    if kind == "run":
+        return f"run {Path(str(base)).parent.name}"
+    if kind == "path":
+        return f"file {Path(str(base)).name}"
+    return {"scratch": "scratch", "coco": "COCO weights", "imagenet": "ImageNet weights"}[kind]
 
 
 def _resolve_base(proj, base: str) -> str:
@@ -297,15 +302,21 @@ def cmd_train(args) -> int:
     from ..project import Project
     if args.coco_images and not args.coco:
         return usage_error("train", "--coco-images needs --coco")
+    if args.minutes and args.resume:
+        return usage_error("train", "--minutes does not go with --resume (a resumed run continues its own plan)")
     if args.coco and (args.resume or args.include_unreviewed):
         return usage_error("train", "--coco trains on the COCO file: it does not go with "
                                      + ("--resume" if args.resume else "--include-unreviewed"))
     proj = Project.open(args.project)
     jsonl = args.progress == "jsonl"
     base = _resolve_base(proj, args.base) if not args.resume else "auto"
+    from ..model import distributed
     from ..model.train import TrainConfig, maybe_activate, train_project, dist_info
-    from ..model.progress import JsonlWriter, TerminalBar
-    cfg = TrainConfig(arch=args.arch, base=base, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    from ..events import JsonlWriter, activated_event
+    from ..model.progress import TerminalBar
+    epochs = args.epochs or (BUDGET_EPOCH_CAP if args.minutes else DEFAULT_EPOCHS)
+    cfg = TrainConfig(arch=args.arch, base=base, epochs=epochs, minutes=args.minutes,
+                      batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, schedule=args.schedule, device=args.device, seed=args.seed,
                       val_fraction=args.val_fraction, crop=args.crop, scale_jitter=args.scale_jitter,
                       augment=not args.no_augment, early_stop=args.early_stop,
@@ -314,7 +325,7 @@ def cmd_train(args) -> int:
     if args.resume and not jsonl and os.environ.get("RANK", "0") == "0":
         print(f"resuming {args.resume} with its saved settings (device and workers from this command)",
               file=sys.stderr)
-    started = _init_distributed(args.device)
+    started = distributed.init_from_env(args.device)
     try:
         world, rank, _ = dist_info()
         callbacks = []
@@ -349,19 +360,26 @@ def cmd_train(args) -> int:
         best = result.best
         summary = ", ".join(f"{k} {best[k]:.3f}" for k in ("mask_AP", "mask_AP50", "acc50") if k in best)
         out = sys.stderr if jsonl else sys.stdout
-        print(f"trained {result.run} ({result.config.get('arch')}, {result.epochs_run} epoch(s), "
+        print(f"trained {result.run} ({result.config.get('arch')} from {describe_weights(result.config.get('base'))}, "
+              f"{result.epochs_run} epoch(s), "
               f"{result.train_items} train / {result.val_items} val items)"
               + (f"; best epoch {best.get('epoch')}: {summary}" if summary else ""), file=out)
-        if not args.no_activate:
-            proj = Project.open(args.project)  # the manifest may have changed meanwhile
-            _, message = maybe_activate(proj, result, device=args.device)
-            print(message, file=out)
+        proj = Project.open(args.project)  # the manifest may have changed meanwhile
+        if args.no_activate:
+            active = proj.active_model == result.run
+            message = f"left the active model as it is (--no-activate): {proj.active_model or 'none'}"
+        else:
+            active, message = maybe_activate(proj, result, device=args.device)
+        verdict = activated_event(result.run, active, message)
+        with JsonlWriter(result.run_dir / "log.jsonl") as log:  # the run's log keeps the verdict too
+            log(verdict)
+        if sink is not None:
+            sink(verdict)
+        print(message, file=out)
         return 0
     finally:
         if started:
-            import torch.distributed as dist
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            distributed.shutdown()
 
 
 # --------------------------------------------------------------------------------------
@@ -387,7 +405,7 @@ def cmd_evaluate(args) -> int:
     else:
         ids = _select_items(proj, args.items)
     from ..model.evaluate import evaluate_project
-    from ..model.predict import Predictor
+    from ..model.predictor import Predictor
     tiling = _tiling(args)
     if tiling is None:
         return 2
@@ -423,5 +441,5 @@ def cmd_demo(args) -> int:
     print(f"created demo project {root} with {len(proj.items)} item(s), {n_rev} reviewed "
           f"(labels: {', '.join(proj.labels.names())})")
     print(f"next: maskloop train {root} --epochs 10   then   maskloop segment {root}   "
-          f"or open it: python main.py {root}")
+          f"or open it: maskloop {root}")
     return 0

@@ -4,6 +4,8 @@
                --copy-images; import of RLE (compressed / uncompressed) and polygons
 - labelme.py   labelme JSON; also the shape <-> Instance conversion of the project's own files
 - labelmap.py  integer label images (Cellpose, StarDist, ImageJ): each value > 0 = one instance
+- volume*.py   label volumes per stack (NRRD, NIfTI, TIFF, DICOM-SEG) as linked 3-D objects
+- registry.py  the one table: format name -> importer / exporter and the options each takes
 
 Rules shared by every importer (this module holds the common machinery):
 
@@ -37,8 +39,9 @@ from ..annotations import Instance, ItemAnnotation
 from ..errors import FormatError, ImageReadError, MaskLoopError, ProjectError
 from ..jobs import check, report
 
+# the full list, with options, is registry.FORMATS; these name the 2-D interchange formats
 FORMATS = ("coco", "labelme", "labelmap")
-EXPORT_FORMATS = ("coco", "labelme")
+EXPORT_FORMATS = ("coco", "labelme", "labelmap")
 #: file extensions an importer may add to a project as plain 2-D images
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 
@@ -226,19 +229,28 @@ class NewImages:
 
 def merge_instances(ann: ItemAnnotation, new: Sequence[Instance], skipped: Counter) -> int:
     """Append `new` to `ann` (in place): same id replaces, same label + same pixels is skipped.
-    Returns the number of instances added or replaced."""
+    Returns the number of instances added or replaced. Indexed by id and (label, bbox), so
+    a slice with hundreds of instances is not compared pair by pair."""
+    pos_of = {o.id: k for k, o in enumerate(ann.instances)}
+    by_box: dict = {}
+    for o in ann.instances:
+        by_box.setdefault((o.label, o.bbox), []).append(o)
     n = 0
     for inst in new:
-        pos = next((k for k, o in enumerate(ann.instances) if o.id == inst.id), None)
+        pos = pos_of.get(inst.id)
         if pos is not None:
+            old = ann.instances[pos]
+            by_box[(old.label, old.bbox)].remove(old)
             ann.instances[pos] = inst
+            by_box.setdefault((inst.label, inst.bbox), []).append(inst)
             n += 1
             continue
-        if any(o.label == inst.label and o.bbox == inst.bbox and np.array_equal(o.mask, inst.mask)
-               for o in ann.instances):
+        if any(np.array_equal(o.mask, inst.mask) for o in by_box.get((inst.label, inst.bbox), ())):
             skipped["duplicate (already in the project)"] += 1
             continue
+        pos_of[inst.id] = len(ann.instances)
         ann.instances.append(inst)
+        by_box.setdefault((inst.label, inst.bbox), []).append(inst)
         n += 1
     return n
 

@@ -40,11 +40,20 @@ def read_labelmap(path) -> np.ndarray:
     if len(sources) != 1:
         raise ImageReadError("not a single label-map image", path)
     src = sources[0]
+    if src.channels != 1 and path.suffix.lower() in (".tif", ".tiff"):
+        # tifffile stores a (3, H, W) or (4, H, W) array as one page of planar samples
+        # unless told otherwise: for a label map those planes are slices, not colours
+        from .volume_tiff import read_array
+        arr, _ = read_array(path)
+        return _integers(arr, path)
     if src.channels != 1:
         raise FormatError(f"label map must be a single-channel integer image, got {src.channels} channels",
                           path, "channels")
     pages = [imageio.read_slice(src, k) for k in range(src.n_slices)]
-    arr = pages[0] if len(pages) == 1 else np.stack(pages)
+    return _integers(pages[0] if len(pages) == 1 else np.stack(pages), path)
+
+
+def _integers(arr: np.ndarray, path) -> np.ndarray:
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     elif arr.dtype.kind == "f":
@@ -193,3 +202,39 @@ def import_labelmap(project, path, *, label: Optional[str] = None, as_prediction
     new_labels = [label] if label not in project.labels else []
     return apply_import(project, updates, rep, status=status, new_labels=new_labels,
                         progress=progress, cancel=cancel)
+
+
+def export_labelmap(project, out, *, only_reviewed: bool = False, progress=None, cancel=None):
+    """One label image per item: OUT/<item id>_masks.tif, 0 background, instance k = k
+    (uint16, uint32 above 65535 instances). The names match `import_labelmap`, so an
+    export imports back into the same items. Items without instances are skipped."""
+    import io
+
+    import tifffile
+
+    from ..fsutil import atomic_write_bytes
+    from . import ExportReport, selected_items
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FormatError("the label map export needs a folder", out)
+    rep = ExportReport("labelmap")
+    chosen = selected_items(project, only_reviewed)
+    for k, it in enumerate(chosen):
+        check(cancel)
+        report(progress, k, len(chosen), it.name)
+        if not project.annotation_path(it.id).exists():
+            continue
+        ann = project.load_annotation(it.id)
+        if not ann.instances:
+            rep.skipped["items without instances"] += 1
+            continue
+        dtype = np.uint16 if len(ann.instances) <= 65535 else np.uint32
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, ann.label_image(dtype), photometric="minisblack", compression="zlib")
+        target = out / f"{it.id}_masks.tif"
+        atomic_write_bytes(target, buf.getvalue())
+        rep.images += 1
+        rep.annotations += len(ann.instances)
+    report(progress, len(chosen), len(chosen), "")
+    rep.files.append(out)   # the folder: one file per item would make a long summary
+    return rep

@@ -28,19 +28,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from collections import Counter
+from typing import Callable, Optional, Sequence
 
 from ..jobs import CancelToken, ProgressFn, check, report
+from .distributed import barrier, dist_info, process_group
 
 JOURNAL_DIR = "segment-journal"
-
-
-def dist_state() -> tuple[int, int, int]:
-    """(world_size, rank, local_rank); (1, 0, 0) without an initialised process group."""
-    import torch.distributed as dist
-    if not (dist.is_available() and dist.is_initialized()):
-        return 1, 0, 0
-    return dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", dist.get_rank()))
 
 
 def shard(items: Sequence, world: int) -> list[list[str]]:
@@ -100,24 +94,25 @@ class Journal:
 
 def segment_distributed(project, predictor, item_ids: Sequence[str], *, score_threshold: float = 0.5,
                         tile: Optional[int] = None, resume: bool = False, key: str,
-                        progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> dict:
+                        progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None,
+                        after: Optional[Callable[[list], dict]] = None) -> dict:
     """Segment this rank's share of `item_ids` and finish the run on rank 0.
 
+    after(ids): run by each rank on its items segmented by this run or the interrupted one
+    (e.g. linking a stack's slices: a stack is on one rank); it returns counts, summed.
     Returns on every rank this rank's {"predicted": [ids], "skipped": [ids], "resumed": n,
-    "instances": n, "rank", "world"}; on rank 0 also "total" (counts over all ranks)."""
-    import torch.distributed as dist
-    world, rank, _ = dist_state()
+    "instances": n, "after": counts, "rank", "world"}; on rank 0 also "total" (over all ranks)."""
+    world, rank, _ = dist_info()
     wanted = set(item_ids)
     plan = shard([it for it in project.items if it.id in wanted], world)
     journal = Journal(project.root / JOURNAL_DIR / key, rank)
     already = journal.done_by_any_rank() if resume else set()
     if rank == 0 and not resume:
         journal.clear()
-    if world > 1:
-        dist.barrier()  # every rank has read the lists before rank 0 clears them / ranks append
+    barrier()  # every rank has read the lists before rank 0 clears them and ranks append
     mine = [i for i in plan[rank] if i not in already]
     res = {"predicted": [], "skipped": [], "instances": 0, "resumed": len(plan[rank]) - len(mine),
-           "rank": rank, "world": world}
+           "after": {}, "rank": rank, "world": world}
     for k, item_id in enumerate(mine):
         check(cancel)
         report(progress, k, len(mine), item_id)
@@ -129,17 +124,20 @@ def segment_distributed(project, predictor, item_ids: Sequence[str], *, score_th
         res["instances"] += one["instances"]
         journal.add(item_id)
     report(progress, len(mine), len(mine), "done")
+    if after is not None:
+        earlier = [i for i in plan[rank] if i in already and project.status(i) == "predicted"]
+        res["after"] = after(earlier + res["predicted"]) or {}
     results = [res]
     if world > 1:
         results = [None] * world
-        dist.all_gather_object(results, res)
+        process_group().all_gather_object(results, res)
     if rank == 0:
         total = {k: sum(len(r[k]) if isinstance(r[k], list) else r[k] for r in results)
                  for k in ("predicted", "skipped", "resumed", "instances")}
+        total["after"] = dict(sum((Counter(r.get("after") or {}) for r in results), Counter()))
         _finish(journal.folder, total, world)
         res["total"] = total
-    if world > 1:
-        dist.barrier()  # nobody leaves before rank 0 has finished the run
+    barrier()  # nobody leaves before rank 0 has finished the run
     return res
 
 

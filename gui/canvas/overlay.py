@@ -7,6 +7,7 @@ happens once per item. The buffer is numpy; the QImage wraps the same memory.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Callable, Iterable, Optional
 
 import cv2
@@ -38,11 +39,13 @@ def instance_colors(n: int = SLOTS) -> list[tuple[int, int, int]]:
 
 
 def instance_color_index(inst: Instance) -> int:
-    """A stable colour number from the instance id (survives edits and undo)."""
+    """A stable colour number from the 3-D object id (one colour through the slices), else
+    the instance id (survives edits and undo)."""
+    key = inst.object_id or inst.id
     try:
-        return int(inst.id[:8], 16) % SLOTS
+        return int(key[:8], 16) % SLOTS
     except ValueError:
-        return hash(inst.id) % SLOTS
+        return zlib.crc32(key.encode()) % SLOTS  # hash() differs between runs
 
 
 def palette(colors: list[tuple[int, int, int]], opacity: float, outlines: bool = True) -> list[int]:

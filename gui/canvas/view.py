@@ -13,6 +13,7 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from .. import theme
 from .layers import ArrayLayer, OverlayLayer, qimage_from_array
 from .overlay import MARGIN, Overlay, instance_color_index, instance_colors, palette
 from .tools import TOOLS, Tool
@@ -49,8 +50,10 @@ class CanvasView(QtWidgets.QGraphicsView):
         self.color_by = "label"   # or "instance"
         self._holding = False
         self._brush_size = 15
-        self._tolerance = 50.0
+        self._tolerance = 10.0   # magic wand: percent of the displayed range
         self._pan_from: Optional[QtCore.QPoint] = None
+        self._fitted = False  # the image was fitted and the user has not zoomed since
+        self._filter = None   # instance -> bool: which instances are drawn (e.g. the score slider)
         self._space = False
 
         self.setTransformationAnchor(QtWidgets.QGraphicsView.AnchorUnderMouse)
@@ -58,7 +61,7 @@ class CanvasView(QtWidgets.QGraphicsView):
         self.setViewportUpdateMode(QtWidgets.QGraphicsView.MinimalViewportUpdate)
         self.setOptimizationFlag(QtWidgets.QGraphicsView.DontAdjustForAntialiasing, True)
         self.setOptimizationFlag(QtWidgets.QGraphicsView.DontSavePainterState, True)
-        self.setBackgroundBrush(QtGui.QColor(38, 38, 42))
+        self.setBackgroundBrush(theme.color("canvas.background"))
         self.setFrameShape(QtWidgets.QFrame.NoFrame)
         self.setMouseTracking(True)
         self.setFocusPolicy(QtCore.Qt.StrongFocus)
@@ -119,7 +122,7 @@ class CanvasView(QtWidgets.QGraphicsView):
 
     @tolerance.setter
     def tolerance(self, value: float) -> None:
-        value = float(max(0.0, value))
+        value = float(max(0.0, min(100.0, value)))
         if value != self._tolerance:
             self._tolerance = value
             self.toleranceChanged.emit(value)
@@ -220,6 +223,25 @@ class CanvasView(QtWidgets.QGraphicsView):
         self.overlay_layer.setVisible(self.masks_visible and not self._holding)
         self.overlayOptionsChanged.emit()
 
+    def set_instance_filter(self, keep) -> None:
+        """Draw only the instances for which keep(instance) is true (None: all)."""
+        self._filter = keep
+        self.rerender(None)
+
+    def shown_instances(self) -> list:
+        ann = self.controller.annotation
+        if ann is None:
+            return []
+        return ann.instances if self._filter is None else [i for i in ann.instances if self._filter(i)]
+
+    def instances_at(self, x: int, y: int) -> list[str]:
+        """Ids of the drawn instances under pixel (x, y), topmost first (what a click picks)."""
+        hits = self.controller.instances_at(x, y)
+        if self._filter is None or not hits:
+            return hits
+        shown = {i.id for i in self.shown_instances()}
+        return [i for i in hits if i in shown]
+
     def rerender(self, region) -> None:
         """Re-render the overlay in region (x0, y0, x1, y1), or all of it when None."""
         ann = self.controller.annotation
@@ -227,7 +249,7 @@ class CanvasView(QtWidgets.QGraphicsView):
             return
         if region is not None:
             region = (region[0] - MARGIN, region[1] - MARGIN, region[2] + MARGIN, region[3] + MARGIN)
-        drawn = self.overlay.render(ann.instances, self.color_index, self.controller.hidden_labels(),
+        drawn = self.overlay.render(self.shown_instances(), self.color_index, self.controller.hidden_labels(),
                                     self._selected, region)
         if drawn is not None:
             self.overlay_changed(drawn)
@@ -243,6 +265,7 @@ class CanvasView(QtWidgets.QGraphicsView):
         return self.transform().m11()
 
     def set_zoom(self, scale: float, anchor_scene: Optional[QtCore.QPointF] = None) -> None:
+        self._fitted = False   # the user chose a zoom: a resize keeps it
         scale = max(MIN_ZOOM, min(MAX_ZOOM, scale))
         f = scale / self.zoom
         if abs(f - 1) < 1e-9:
@@ -260,6 +283,7 @@ class CanvasView(QtWidgets.QGraphicsView):
         if rect.isEmpty():
             return
         self.fitInView(rect, QtCore.Qt.KeepAspectRatio)
+        self._fitted = True    # until the user zooms, a resize fits again
         self.zoomChanged.emit(self.zoom)
 
     def wheelEvent(self, event: QtGui.QWheelEvent) -> None:
@@ -270,6 +294,8 @@ class CanvasView(QtWidgets.QGraphicsView):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
+        if self._fitted:
+            self.fit()
 
     # ------------------------------------------------------------------ mouse
     def _scene_pos(self, event) -> QtCore.QPointF:

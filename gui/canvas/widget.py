@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from PyQt5 import QtCore, QtWidgets
 
+from .empty_hint import EmptyHint
 from .view import CanvasView
 
 
@@ -51,10 +52,28 @@ class SliceBar(QtWidgets.QWidget):
 class CanvasWidget(QtWidgets.QWidget):
     def __init__(self, controller, parent=None) -> None:
         super().__init__(parent)
+        self.controller = controller
         self.view = CanvasView(controller)
+        self.hint = EmptyHint()
+        self.pages = QtWidgets.QStackedWidget()
+        self.pages.addWidget(self.view)
+        self.pages.addWidget(self.hint)
         self.slices = SliceBar(controller)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(0)
-        lay.addWidget(self.view, 1)
+        lay.addWidget(self.pages, 1)
         lay.addWidget(self.slices)
+        for sig in (controller.projectOpened, controller.projectClosed, controller.currentItemChanged,
+                    controller.itemsChanged):
+            sig.connect(self.update_page)
+        self.update_page()
+
+    def update_page(self, *_args) -> None:
+        """The image when an item is open, else what to do (open / add images)."""
+        ctl = self.controller
+        if ctl.item_id is not None:
+            self.pages.setCurrentWidget(self.view)
+        else:
+            self.hint.show_for(ctl.project is not None)
+            self.pages.setCurrentWidget(self.hint)

@@ -1,7 +1,7 @@
 """Export dialog: COCO (only reviewed, copy images, train/val split, polygons) or labelme.
 
 The dialog collects options and calls engine.formats (export_coco / export_labelme) off
-the GUI thread with a progress bar and Cancel (gui.tasks.run_with_progress); the summary
+the GUI thread with a progress bar and Cancel (gui.background.run_with_progress); the summary
 (items, instances, what was skipped and why) is shown in the dialog at the end. No
 format logic here.
 """
@@ -13,6 +13,9 @@ from typing import Optional
 from PyQt5 import QtCore, QtWidgets
 
 from engine.errors import CancelledError, MaskLoopError
+
+from .. import theme
+from .path_edit import PathEdit
 
 
 def run_export(project, out, *, fmt: str = "coco", only_reviewed: bool = True, copy_images: bool = False,
@@ -44,7 +47,7 @@ class ExportDialog(QtWidgets.QDialog):
         self.format.setObjectName("formatCombo")
         self.format.addItem("COCO instances JSON", "coco")
         self.format.addItem("labelme JSON (one file per image)", "labelme")
-        self.out = QtWidgets.QLineEdit(str(project.root / "export" / "coco.json"))
+        self.out = PathEdit(str(project.root / "export" / "coco.json"))
         self.out.setObjectName("outEdit")
         browse = QtWidgets.QPushButton("Browse…")
         browse.clicked.connect(self._browse)
@@ -122,7 +125,7 @@ class ExportDialog(QtWidgets.QDialog):
 
     def export(self):
         """Run the export with a progress bar; the summary goes into the dialog."""
-        from ..tasks import run_with_progress
+        from ..background import run_with_progress
         opts = self.options()
         if not opts["out"]:
             self.summary.setText("Choose where to save the export.")
@@ -138,11 +141,11 @@ class ExportDialog(QtWidgets.QDialog):
             return None
         except (MaskLoopError, OSError) as e:
             msg = e.one_line() if isinstance(e, MaskLoopError) else str(e)
-            self.summary.setStyleSheet("color: #c62828;")
+            theme.set_state(self.summary, "error")
             self.summary.setText(f"Export failed: {msg}")
             return None
         finally:
             self.export_button.setEnabled(True)
-        self.summary.setStyleSheet("")
+        theme.set_state(self.summary, "")
         self.summary.setText("✓ " + self.report.summary())
         return self.report

@@ -11,7 +11,7 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtWidgets
 
-from engine.errors import MaskLoopError
+from .. import theme
 
 
 def default_demo_dir() -> Path:
@@ -22,42 +22,11 @@ def default_demo_dir() -> Path:
 
 def build_demo(folder, progress=None, cancel=None) -> Path:
     """Make the demo project at `folder` (or reuse one there); returns its root."""
+    from engine.demo import build_demo as engine_build_demo
     from engine.project import MANIFEST
     folder = Path(folder)
-    if (folder / MANIFEST).exists():
-        return folder
-    try:
-        from engine import demo as _demo
-    except ImportError:
-        _demo = None
-    fn = None
-    for name in ("make_demo", "build_demo", "create_demo", "demo_project"):
-        fn = getattr(_demo, name, None) if _demo is not None else None
-        if callable(fn):
-            break
-        fn = None
-    if fn is not None:
-        try:
-            res = fn(folder, progress=progress, cancel=cancel)
-        except TypeError:
-            res = fn(folder)
-        root = getattr(res, "root", None) or (Path(res) if isinstance(res, (str, Path)) else folder)
-        return Path(root)
-    # the command line's `maskloop demo DIR`, in this process
-    from engine.cli import SUBCOMMANDS, build_parser, run
-    import contextlib
-    import io
-    if "demo" not in SUBCOMMANDS or "demo" not in build_parser().format_help():
-        raise MaskLoopError("this installation has no demo builder (maskloop demo)", folder)
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-            status = run(["demo", str(folder)])
-    except SystemExit as e:  # argparse usage error
-        status = int(e.code or 2)
-    if status != 0:
-        raise MaskLoopError(err.getvalue().strip().splitlines()[-1] if err.getvalue().strip()
-                            else f"maskloop demo failed (exit status {status})", folder)
+    if not (folder / MANIFEST).exists():
+        engine_build_demo(folder, progress=progress, cancel=cancel)
     return folder
 
 
@@ -79,13 +48,18 @@ class FirstRunDialog(QtWidgets.QDialog):
             "images with a few reviewed items — train, auto-segment, correct and accept in "
             "minutes, even on a laptop CPU.</p>")
         intro.setWordWrap(True)
+        intro.setMinimumWidth(480)   # a wrapped label needs a width to know its height
+        intro.setMinimumHeight(intro.heightForWidth(480))
         self.demo_button = QtWidgets.QPushButton("Open the demo project")
         self.demo_button.setObjectName("demoButton")
         self.new_button = QtWidgets.QPushButton("New project from images…")
         self.new_button.setObjectName("newButton")
         self.open_button = QtWidgets.QPushButton("Open a project…")
         self.open_button.setObjectName("openButton")
-        for b, c in ((self.demo_button, "demo"), (self.new_button, "new"), (self.open_button, "open")):
+        for b, c, icon in ((self.demo_button, "demo", "demo"), (self.new_button, "new", "open_images"),
+                           (self.open_button, "open", "open_project")):
+            b.setIcon(theme.icon(icon))
+            b.setIconSize(QtCore.QSize(22, 22))
             b.setMinimumHeight(34)
             b.clicked.connect(lambda _=False, choice=c: self._choose(choice))
         lay = QtWidgets.QVBoxLayout(self)
@@ -95,7 +69,7 @@ class FirstRunDialog(QtWidgets.QDialog):
         lay.addWidget(self.open_button)
         self.recent_list = None
         if recent:
-            lay.addWidget(QtWidgets.QLabel("Recent projects:"))
+            lay.addWidget(QtWidgets.QLabel("Recent projects (double-click to open):"))
             self.recent_list = QtWidgets.QListWidget()
             self.recent_list.setObjectName("recentList")
             self.recent_list.addItems([str(r) for r in recent])
@@ -105,6 +79,7 @@ class FirstRunDialog(QtWidgets.QDialog):
         close.rejected.connect(self.reject)
         lay.addWidget(close)
         self.demo_button.setDefault(True)
+        lay.setSizeConstraint(QtWidgets.QLayout.SetMinimumSize)
 
     def _choose(self, choice: str) -> None:
         self.choice = choice

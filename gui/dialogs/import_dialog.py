@@ -14,6 +14,9 @@ from PyQt5 import QtCore, QtWidgets
 
 from engine.errors import CancelledError, MaskLoopError
 
+from .. import theme
+from .path_edit import PathEdit
+
 
 def run_import(project, source, *, fmt: str, label: Optional[str] = None, as_predictions: bool = False,
                images_dir=None, progress=None, cancel=None):
@@ -51,7 +54,7 @@ class ImportDialog(QtWidgets.QDialog):
         self.format.addItem("COCO instances JSON", "coco")
         self.format.addItem("labelme JSON (a file or a folder of them)", "labelme")
         self.format.addItem("Label maps (integer label images: Cellpose, StarDist, ImageJ)", "labelmap")
-        self.source = QtWidgets.QLineEdit()
+        self.source = PathEdit()
         self.source.setObjectName("sourceEdit")
         browse_file = QtWidgets.QPushButton("File…")
         browse_file.clicked.connect(self._browse_file)
@@ -110,7 +113,7 @@ class ImportDialog(QtWidgets.QDialog):
                 "as_predictions": self.as_predictions.isChecked()}
 
     def do_import(self):
-        from ..tasks import run_with_progress
+        from ..background import run_with_progress
         opts = self.options()
         if not opts["source"]:
             self.summary.setText("Choose a file or folder to import.")
@@ -129,12 +132,12 @@ class ImportDialog(QtWidgets.QDialog):
             return None
         except (MaskLoopError, OSError) as e:
             msg = e.one_line() if isinstance(e, MaskLoopError) else str(e)
-            self.summary.setStyleSheet("color: #c62828;")
+            theme.set_state(self.summary, "error")
             self.summary.setText(f"Nothing was imported: {msg}")
             return None
         finally:
             self.import_button.setEnabled(True)
-        self.summary.setStyleSheet("")
+        theme.set_state(self.summary, "")
         self.summary.setText("✓ " + self.report.summary())
         self.imported.emit(self.report)
         return self.report

@@ -1,39 +1,28 @@
-"""The keyboard shortcuts help: every action with a shortcut, plus the canvas's own keys."""
+"""The keyboard shortcuts help, generated from the keymap (resources/keymap.json): every
+action there with the window's name for it and the menu it is in, then the canvas's own
+keys and mouse gestures."""
 from __future__ import annotations
 
 from PyQt5 import QtGui, QtWidgets
 
-CANVAS_KEYS = [
-    ("Canvas", "Mouse wheel", "Zoom to the cursor"),
-    ("Canvas", "Middle-drag, or Space + drag", "Pan"),
-    ("Canvas", "H (hold)", "Show the image without masks"),
-    ("Canvas", "Esc", "Cancel the polygon or line being drawn, else clear the selection"),
-    ("Select", "Click", "Pick the top instance under the cursor"),
-    ("Select", "Tab / Shift+Tab", "Next / previous instance overlapping at the last click"),
-    ("Select", "Shift+click or Ctrl+click", "Add or remove an instance from the selection"),
-    ("Polygon", "Click", "Add a vertex"),
-    ("Polygon", "Double-click or Enter", "Close the polygon (Shift: always a new instance)"),
-    ("Polygon", "Backspace", "Remove the last vertex"),
-    ("Brush / Eraser", "Drag", "Paint / erase (one undo step per stroke)"),
-    ("Magic wand", "Click (Shift+click)", "Flood fill within the tolerance (as a new instance)"),
-    ("Split", "Drag", "Cut an instance along the line"),
-]
+from .. import theme
 
 
 def shortcut_rows(window) -> list[tuple[str, str, str]]:
-    rows = []
-    seen = set()
-    for menu_name, menu in window.menus.items():
+    """(where, keys, does) for every keymap action the window has, then the canvas keys."""
+    where = {}
+    for menu in window.menus.values():
         for act in _walk(menu):
-            keys = [k.toString(QtGui.QKeySequence.NativeText) for k in act.shortcuts()]
-            if not keys or id(act) in seen:
-                continue
-            seen.add(id(act))
-            rows.append((menu.title().replace("&", ""), ", ".join(keys), act.text().replace("&", "")))
-    for act in getattr(window, "extra_shortcut_actions", []):
-        keys = [k.toString(QtGui.QKeySequence.NativeText) for k in act.shortcuts()]
-        rows.append(("Labels", ", ".join(keys), act.text()))
-    return rows + CANVAS_KEYS
+            where.setdefault(id(act), menu.title().replace("&", ""))
+    rows = []
+    for name, keys in theme.keymap()["actions"].items():
+        act = window.actions.get(name)
+        if act is None or not keys:
+            continue
+        native = ", ".join(QtGui.QKeySequence(k).toString(QtGui.QKeySequence.NativeText) for k in keys)
+        group = where.get(id(act), "Labels" if name.startswith("label ") else "Window")
+        rows.append((group, native, act.text().replace("&", "").replace("…", "")))
+    return rows + theme.canvas_keys()
 
 
 def _walk(menu: QtWidgets.QMenu):

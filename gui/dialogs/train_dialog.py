@@ -1,76 +1,41 @@
 """The Train dialog: base, architecture, epochs, device — defaults that work in one click.
 
-The dialog only chooses options; `gui.workflow` starts `main.py train` with them in a
-child process (gui.workers.TrainingRunner). torch is imported lazily (only to name the
-GPU), so opening the dialog never costs a CUDA initialisation in the GUI process unless
-torch is already loaded.
+The dialog only chooses options; `gui.loop.training` starts `main.py train` with them in a
+child process (gui.loop.runner.TrainingRunner). Architectures, cached weights and GPUs are
+asked of engine.model when the dialog opens (torch is loaded then, not at GUI start).
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 from PyQt5 import QtWidgets
 
-ARCHS = ("r18fpn", "r50fpn", "r50fpn_v2", "r101fpn", "x101fpn")
-ARCH_TEXT = {
-    "r18fpn": "ResNet-18 FPN — light, good on a CPU",
-    "r50fpn": "ResNet-50 FPN — torchvision's Mask R-CNN",
-    "r50fpn_v2": "ResNet-50 FPN v2",
-    "r101fpn": "ResNet-101 FPN",
-    "x101fpn": "ResNeXt-101 32x8d FPN — strongest, needs a GPU",
-}
-COCO_ARCHS = ("r50fpn", "r50fpn_v2")
-_COCO_FILES = {  # torchvision's file names of the COCO Mask R-CNN weights
-    "r50fpn": "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth",
-    "r50fpn_v2": "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth",
-}
+from engine.runs import list_runs
 
+from .. import theme
 
 def cuda_devices() -> list[str]:
-    """Names of the CUDA GPUs ([] without CUDA or torch). Imports torch lazily."""
-    if os.environ.get("MASKLOOP_NO_CUDA_PROBE"):
+    """Names of the CUDA GPUs ([] without CUDA or the ML stack): engine.model.device."""
+    if os.environ.get("MASKLOOP_NO_CUDA_PROBE"):   # skip the CUDA initialisation (CI, remote X)
         return []
     try:
-        import torch
-    except Exception:
+        from engine.model.device import cuda_device_names
+    except ImportError:   # an install without torch: the CLI's import/export still work
         return []
-    try:
-        if not torch.cuda.is_available():
-            return []
-        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:
-        return []
+    return cuda_device_names()
+
+
+def architectures() -> tuple[tuple, dict, tuple]:
+    """(names, help texts, names with COCO weights) from engine.model.architectures."""
+    from engine.model.architectures import ARCH_HELP, ARCHS, COCO_WEIGHTS
+    return ARCHS, ARCH_HELP, tuple(COCO_WEIGHTS)
 
 
 def coco_weights_cached(arch: str) -> bool:
-    """True when torchvision's COCO weights for `arch` are in the torch hub cache."""
-    name = _COCO_FILES.get(arch)
-    if not name:
-        return False
-    hub = os.environ.get("TORCH_HOME")
-    roots = []
-    if hub:
-        roots.append(Path(hub) / "hub" / "checkpoints")
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    roots.append(Path(xdg or Path.home() / ".cache") / "torch" / "hub" / "checkpoints")
-    return any((r / name).is_file() for r in roots)
-
-
-def model_arch(entry: Optional[dict]) -> Optional[str]:
-    """The architecture of a run from its config.json (several key layouts accepted)."""
-    if not entry:
-        return None
-    cfg = entry.get("config") or {}
-    for key in ("arch",):
-        if isinstance(cfg.get(key), str):
-            return cfg[key]
-    for sub in ("model_config", "model", "train"):
-        d = cfg.get(sub)
-        if isinstance(d, dict) and isinstance(d.get("arch"), str):
-            return d["arch"]
-    return None
+    """True when torchvision's COCO weights for `arch` are cached (engine.model.weights)."""
+    from engine.model.weights import coco_weights_cached as cached
+    return cached(arch)
 
 
 def default_epochs(n_reviewed: int, on_gpu: bool, fine_tune: bool) -> int:
@@ -105,7 +70,8 @@ class TrainDialog(QtWidgets.QDialog):
         self.n_reviewed = sum(1 for s in statuses.values() if s == "reviewed")
         self.n_items = len(statuses)
         self.gpus = cuda_devices() if gpus is None else list(gpus)
-        self.models = {m["run"]: m for m in project.list_models()}
+        self.models = {r.run: r for r in list_runs(project)}   # finished runs (engine.runs)
+        self.archs, self.arch_help, self.coco_archs = architectures()
         self.active = project.active_model if project.active_model in self.models else None
 
         form = QtWidgets.QFormLayout()
@@ -124,8 +90,8 @@ class TrainDialog(QtWidgets.QDialog):
 
         self.arch = QtWidgets.QComboBox()
         self.arch.setObjectName("archCombo")
-        for a in ARCHS:
-            self.arch.addItem(f"{a} — {ARCH_TEXT[a].split(' — ', 1)[-1]}", a)
+        for a in self.archs:
+            self.arch.addItem(f"{a} — {self.arch_help.get(a, a)}", a)
         form.addRow("Architecture:", self.arch)
 
         self.epochs = QtWidgets.QSpinBox()
@@ -152,7 +118,7 @@ class TrainDialog(QtWidgets.QDialog):
         self.hint = QtWidgets.QLabel()
         self.hint.setObjectName("hintLabel")
         self.hint.setWordWrap(True)
-        self.hint.setStyleSheet("color: palette(mid);")
+        theme.set_state(self.hint, "muted")
 
         self.buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.Ok
                                                   | QtWidgets.QDialogButtonBox.Cancel)
@@ -178,7 +144,7 @@ class TrainDialog(QtWidgets.QDialog):
         on_gpu = bool(self.gpus)
         if self.active:
             base = self.active
-            arch = model_arch(self.models.get(self.active)) or ("r50fpn" if on_gpu else "r18fpn")
+            arch = self._arch_of(self.active) or ("r50fpn" if on_gpu else "r18fpn")
         elif on_gpu and coco_weights_cached("r50fpn"):
             base, arch = "coco", "r50fpn"
         else:
@@ -186,6 +152,10 @@ class TrainDialog(QtWidgets.QDialog):
         self._set_combo(self.base, base)
         self._set_combo(self.arch, arch)
         self.epochs.setValue(default_epochs(self.n_reviewed, on_gpu, base not in ("scratch",)))
+
+    def _arch_of(self, run_id: Optional[str]) -> Optional[str]:
+        run = self.models.get(run_id)
+        return run.arch if run is not None else None
 
     @staticmethod
     def _set_combo(combo: QtWidgets.QComboBox, data) -> None:
@@ -195,10 +165,10 @@ class TrainDialog(QtWidgets.QDialog):
 
     def _on_base(self) -> None:
         base = self.base.currentData()
-        if base == "coco" and self.arch.currentData() not in COCO_ARCHS:
+        if base == "coco" and self.arch.currentData() not in self.coco_archs:
             self._set_combo(self.arch, "r50fpn")
         elif base not in ("coco", "scratch"):
-            arch = model_arch(self.models.get(base))
+            arch = self._arch_of(base)
             if arch:
                 self._set_combo(self.arch, arch)
         self.epochs.setValue(default_epochs(self.n_reviewed, bool(self.gpus), base != "scratch"))
@@ -217,13 +187,13 @@ class TrainDialog(QtWidgets.QDialog):
         problems, notes = [], []
         if n == 0:
             problems.append("mark at least one item reviewed first")
-        if base == "coco" and arch not in COCO_ARCHS:
-            problems.append(f"COCO weights exist for {', '.join(COCO_ARCHS)} only")
+        if base == "coco" and arch not in self.coco_archs:
+            problems.append(f"COCO weights exist for {', '.join(self.coco_archs)} only")
         if base == "coco" and not coco_weights_cached(arch):
             notes.append("the COCO weights are not in the torch cache: they will be downloaded "
                          "(about 170 MB); offline, training stops with a message saying what to do")
         if base not in ("coco", "scratch"):
-            want = model_arch(self.models.get(base))
+            want = self._arch_of(base)
             if want and arch != want:
                 problems.append(f"the active model is a {want}; choose {want} or another base")
             notes.append("fine-tunes the active model on the reviewed items")

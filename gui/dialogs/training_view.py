@@ -1,6 +1,6 @@
 """Live view of a training run: loss and validation AP curves (QPainter), ETA, Cancel.
 
-`TrainingView.attach(runner)` connects to a gui.workers.TrainingRunner; the view only
+`TrainingView.attach(runner)` connects to a gui.loop.runner.TrainingRunner; the view only
 draws what the child process reports in its JSON lines (DESIGN.md section 5).
 """
 from __future__ import annotations
@@ -10,11 +10,13 @@ from typing import Optional
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-LOSS_COLOR = QtGui.QColor(70, 130, 220)
-LOSS_RAW_COLOR = QtGui.QColor(70, 130, 220, 70)
-AP_COLOR = QtGui.QColor(230, 120, 30)
-AP50_COLOR = QtGui.QColor(40, 170, 90)
-ACC_COLOR = QtGui.QColor(160, 80, 200)
+from .. import theme
+
+LOSS_COLOR = theme.color("plot.loss")
+LOSS_RAW_COLOR = theme.color("plot.loss_raw")
+AP_COLOR = theme.color("plot.ap")
+AP50_COLOR = theme.color("plot.ap50")
+ACC_COLOR = theme.color("plot.acc50")
 
 CANCEL = "Cancel training"
 STOP_NOW = "Stop now"  # after Cancel: kill the child without waiting for its checkpoint
@@ -86,7 +88,9 @@ class CurvePlot(QtWidgets.QWidget):
         pal = self.palette()
         p.fillRect(self.rect(), pal.color(QtGui.QPalette.Base))
         fm = p.fontMetrics()
-        left, right, top, bottom = fm.width("0.000") + 14, fm.width("1.0") + 16, 26, fm.height() + 20
+        title_w = fm.height() + 4   # room for the rotated axis titles
+        left, right = fm.width("0.000") + 14 + title_w, fm.width("1.0") + 16 + title_w
+        top, bottom = 26, 2 * fm.height() + 8
         plot = QtCore.QRectF(left, top, max(10, self.width() - left - right),
                              max(10, self.height() - top - bottom))
         text_color = pal.color(QtGui.QPalette.Text)
@@ -143,6 +147,8 @@ class CurvePlot(QtWidgets.QWidget):
             x += xstep
         p.drawText(QtCore.QRectF(plot.left(), plot.bottom() + fm.height() + 2, plot.width(), fm.height()),
                    QtCore.Qt.AlignHCenter, "epoch")
+        self._axis_title(p, "training loss", 2, plot, -90)
+        self._axis_title(p, "validation", self.width() - 2, plot, 90)
         p.setPen(QtGui.QPen(text_color, 1))
         p.drawRect(plot)
 
@@ -156,6 +162,11 @@ class CurvePlot(QtWidgets.QWidget):
             p.drawPolyline(polyline(self.loss, YL))
             p.setPen(QtGui.QPen(LOSS_COLOR, 2))
             p.drawPolyline(polyline(self.smooth, YL))
+        elif self.loss:
+            p.setPen(QtGui.QPen(LOSS_COLOR, 2))
+            p.setBrush(LOSS_COLOR)
+            p.drawEllipse(QtCore.QPointF(X(self.loss[0][0]), YL(self.loss[0][1])), 3.5, 3.5)
+            p.setBrush(QtCore.Qt.NoBrush)
         for key, color in (("mask_AP", AP_COLOR), ("mask_AP50", AP50_COLOR), ("acc50", ACC_COLOR)):
             pts = self.val[key]
             if not pts:
@@ -163,6 +174,11 @@ class CurvePlot(QtWidgets.QWidget):
             p.setPen(QtGui.QPen(color, 2))
             if len(pts) > 1:
                 p.drawPolyline(polyline(pts, YR))
+            else:   # one validation so far (a one-epoch run): its level across the plot
+                p.setPen(QtGui.QPen(color, 1.5, QtCore.Qt.DashLine))
+                p.drawLine(QtCore.QPointF(plot.left(), YR(pts[0][1])), QtCore.QPointF(plot.right(), YR(pts[0][1])))
+                p.drawText(QtCore.QPointF(plot.left() + 4, YR(pts[0][1]) - 3), f"{pts[0][1]:.3f}")
+                p.setPen(QtGui.QPen(color, 2))
             p.setBrush(color)
             for a, b in pts:
                 p.drawEllipse(QtCore.QPointF(X(a), YR(b)), 3.5, 3.5)
@@ -179,6 +195,17 @@ class CurvePlot(QtWidgets.QWidget):
             p.drawText(QtCore.QPointF(x + 20, 12 + fm.ascent() / 2 - 1), text)
             x += 28 + fm.width(text)
         p.end()
+
+    def _axis_title(self, p: QtGui.QPainter, text: str, x: float, plot: QtCore.QRectF, angle: int) -> None:
+        """A title along a vertical axis, rotated to read along it."""
+        p.save()
+        p.setPen(self.palette().color(QtGui.QPalette.Text))
+        p.translate(x, plot.center().y())
+        p.rotate(angle)
+        h = p.fontMetrics().height()
+        box = QtCore.QRectF(-plot.height() / 2, 0, plot.height(), h)
+        p.drawText(box, QtCore.Qt.AlignCenter, text)
+        p.restore()
 
 
 class TrainingView(QtWidgets.QWidget):
@@ -272,7 +299,7 @@ class TrainingView(QtWidgets.QWidget):
         self.plot.clear()
         self.log.clear()
         self.title.setText(description)
-        self.status.setStyleSheet("")
+        theme.set_state(self.status, "")
         self.status.setText("Starting the training process…")
         self.metrics.setText("")
         self.bar.setRange(0, 0)  # busy until the start event
@@ -349,10 +376,10 @@ class TrainingView(QtWidgets.QWidget):
             self.bar.setRange(0, 1)
         if ok:
             self.bar.setValue(self.bar.maximum())
-            self.status.setStyleSheet("color: #1a7f37;")
+            theme.set_state(self.status, "ok")
             self.status.setText("✓ " + message)
         else:
-            self.status.setStyleSheet("color: #c62828;" if kind != "cancelled" else "")
+            theme.set_state(self.status, "error" if kind != "cancelled" else "")
             self.status.setText(("✗ " if kind != "cancelled" else "") + message)
 
     def cancel(self) -> None:

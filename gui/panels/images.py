@@ -1,52 +1,95 @@
-"""Image list: every item with its status and instance count; filter by status and name."""
+"""Image list: every item with its status and instance count, a stack's slices grouped under
+the stack (collapsible); filter by status and name.
+
+A model/view pair (no widget per item): a project of 100,000 items costs a few lists of ids.
+Top-level rows are plain items and stacks; a stack's rows are its slices in slice order.
+Names are elided in the middle (the end of a file name tells slices apart), with the full
+name in the tooltip.
+"""
 from __future__ import annotations
+
+from typing import Optional
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 STATUS_COLORS = {"new": QtGui.QColor(150, 150, 150), "predicted": QtGui.QColor(230, 170, 40),
                  "reviewed": QtGui.QColor(80, 190, 90)}
+TOP = 0  # internalId of top-level rows; a slice row's internalId is its stack's row + 1
 
 
-class ItemsModel(QtCore.QAbstractTableModel):
-    HEADERS = ("Item", "Status", "Instances")
+class _Stack:
+    __slots__ = ("source", "name", "ids", "summary")
+
+    def __init__(self, source: int, name: str, ids: list[str]) -> None:
+        self.source, self.name, self.ids = source, name, ids
+        self.summary: Optional[tuple] = None  # (status text, colour key, count) cached
+
+
+class ItemsModel(QtCore.QAbstractItemModel):
+    HEADERS = ("Item", "Status", "#")
+    HEADER_TIPS = ("Image, or stack with its slices", "new / predicted / reviewed (a stack: slices reviewed)",
+                   "Instances")
 
     def __init__(self, controller, parent=None) -> None:
         super().__init__(parent)
         self.controller = controller
-        self._ids: list[str] = []
-        self._row: dict[str, int] = {}
+        self._top: list = []                   # item id (str) or _Stack per top-level row
+        self._where: dict[str, tuple[int, int]] = {}  # item id -> (top row, slice row or -1)
+        self._bold: Optional[str] = None
         controller.projectOpened.connect(self.reset)
         controller.projectClosed.connect(self.reset)
         controller.itemsChanged.connect(self.reset)
         controller.statusChanged.connect(self._changed)
         controller.countChanged.connect(self._changed)
 
+    # ------------------------------------------------------------------ structure
     def reset(self, *_args) -> None:
         self.beginResetModel()
-        self._ids = [it.id for it in self.controller.items]
-        self._row = {i: k for k, i in enumerate(self._ids)}
+        self._top, self._where = [], {}
+        ctl = self.controller
+        by_source: dict[int, list] = {}
+        for it in ctl.items:
+            by_source.setdefault(it.source, []).append(it)
+        done: set[int] = set()
+        for it in ctl.items:  # project order; a stack sits where its first slice is
+            group = by_source[it.source]
+            if len(group) == 1:
+                self._where[it.id] = (len(self._top), -1)
+                self._top.append(it.id)
+            elif it.source not in done:
+                done.add(it.source)
+                group = sorted(group, key=lambda i: i.slice)
+                row = len(self._top)
+                src = ctl.project.sources[it.source]
+                self._top.append(_Stack(it.source, src.name, [g.id for g in group]))
+                for k, g in enumerate(group):
+                    self._where[g.id] = (row, k)
         self.endResetModel()
 
-    def _changed(self, item_id: str, *_args) -> None:
-        row = self._row.get(item_id)
-        if row is not None:
-            self.dataChanged.emit(self.index(row, 1), self.index(row, 2))
+    def index(self, row: int, column: int, parent=QtCore.QModelIndex()) -> QtCore.QModelIndex:
+        if column < 0 or column >= 3 or row < 0:
+            return QtCore.QModelIndex()
+        if not parent.isValid():
+            return self.createIndex(row, column, TOP) if row < len(self._top) else QtCore.QModelIndex()
+        if parent.internalId() != TOP:
+            return QtCore.QModelIndex()
+        node = self._top[parent.row()]
+        if isinstance(node, _Stack) and row < len(node.ids):
+            return self.createIndex(row, column, parent.row() + 1)
+        return QtCore.QModelIndex()
 
-    def current_changed(self, item_id: str) -> None:
-        for iid in (getattr(self, "_bold", None), item_id):
-            row = self._row.get(iid) if iid else None
-            if row is not None:
-                self.dataChanged.emit(self.index(row, 0), self.index(row, 2))
-        self._bold = item_id
-
-    def item_id(self, row: int) -> str:
-        return self._ids[row]
-
-    def row_of(self, item_id: str) -> int:
-        return self._row.get(item_id, -1)
+    def parent(self, index=QtCore.QModelIndex()) -> QtCore.QModelIndex:
+        if not index.isValid() or index.internalId() == TOP:
+            return QtCore.QModelIndex()
+        return self.createIndex(index.internalId() - 1, 0, TOP)
 
     def rowCount(self, parent=QtCore.QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._ids)
+        if not parent.isValid():
+            return len(self._top)
+        if parent.internalId() != TOP or parent.column() != 0:
+            return 0
+        node = self._top[parent.row()]
+        return len(node.ids) if isinstance(node, _Stack) else 0
 
     def columnCount(self, parent=QtCore.QModelIndex()) -> int:
         return 3
@@ -54,31 +97,127 @@ class ItemsModel(QtCore.QAbstractTableModel):
     def headerData(self, section, orientation, role=QtCore.Qt.DisplayRole):
         if orientation == QtCore.Qt.Horizontal and role == QtCore.Qt.DisplayRole:
             return self.HEADERS[section]
+        if orientation == QtCore.Qt.Horizontal and role == QtCore.Qt.ToolTipRole:
+            return self.HEADER_TIPS[section]
         return None
 
-    def data(self, index, role=QtCore.Qt.DisplayRole):
+    # ------------------------------------------------------------------ lookups
+    def node(self, index):
+        """The item id (str) or the _Stack an index stands for (None when invalid)."""
         if not index.isValid():
             return None
-        item_id = self._ids[index.row()]
-        col = index.column()
+        if index.internalId() == TOP:
+            return self._top[index.row()]
+        return self._top[index.internalId() - 1].ids[index.row()]
+
+    def item_id(self, index_or_row) -> Optional[str]:
+        """The item id of a row (a top-level row number, or an index); None for a stack row."""
+        node = self._top[index_or_row] if isinstance(index_or_row, int) else self.node(index_or_row)
+        return node if isinstance(node, str) else None
+
+    def item_ids(self, index) -> list[str]:
+        node = self.node(index)
+        return list(node.ids) if isinstance(node, _Stack) else ([node] if node else [])
+
+    def index_of(self, item_id: str, column: int = 0) -> QtCore.QModelIndex:
+        where = self._where.get(item_id)
+        if where is None:
+            return QtCore.QModelIndex()
+        top, k = where
+        if k < 0:
+            return self.createIndex(top, column, TOP)
+        return self.createIndex(k, column, top + 1)
+
+    def stack_index(self, item_id: str) -> QtCore.QModelIndex:
+        """The stack row holding a slice (invalid for a plain item)."""
+        where = self._where.get(item_id)
+        if where is None or where[1] < 0:
+            return QtCore.QModelIndex()
+        return self.createIndex(where[0], 0, TOP)
+
+    def position(self, item_id: str) -> tuple[int, int]:
+        """(top-level row, slice row or -1): the list's own order."""
+        return self._where.get(item_id, (len(self._top), -1))
+
+    def row_of(self, item_id: str) -> int:
+        """Top-level row of an item (its stack's row for a slice); -1 when unknown."""
+        where = self._where.get(item_id)
+        return -1 if where is None else where[0]
+
+    def all_item_ids(self) -> list[str]:
+        out: list[str] = []
+        for node in self._top:
+            out.extend(node.ids if isinstance(node, _Stack) else [node])
+        return out
+
+    # ------------------------------------------------------------------ updates
+    def _changed(self, item_id: str, *_args) -> None:
+        idx = self.index_of(item_id, 1)
+        if not idx.isValid():
+            return
+        self.dataChanged.emit(idx, self.index_of(item_id, 2))
+        stack = self.stack_index(item_id)
+        if stack.isValid():
+            self._top[stack.row()].summary = None
+            self.dataChanged.emit(stack.siblingAtColumn(1), stack.siblingAtColumn(2))
+
+    def current_changed(self, item_id: str) -> None:
+        for iid in (self._bold, item_id):
+            if iid:
+                for idx in (self.index_of(iid), self.stack_index(iid)):
+                    if idx.isValid():
+                        self.dataChanged.emit(idx, idx.siblingAtColumn(2))
+        self._bold = item_id
+
+    # ------------------------------------------------------------------ data
+    def _summary(self, stack: _Stack) -> tuple:
+        if stack.summary is None:
+            ctl = self.controller
+            counts: dict[str, int] = {}  # status -> slices
+            total, unknown = 0, False
+            for iid in stack.ids:
+                s = ctl.status_of(iid)
+                counts[s] = counts.get(s, 0) + 1
+                n = ctl.count_of(iid)
+                unknown = unknown or n is None
+                total += n or 0
+            n = len(stack.ids)
+            if len(counts) == 1:
+                status = key = next(iter(counts))
+            else:  # short, so the names keep the width
+                key = "predicted" if counts.get("predicted") else "new"
+                status = f"{counts.get('reviewed', 0)}/{n} ✓"
+            tip = ", ".join(f"{counts[s]} {s}" for s in ("reviewed", "predicted", "new") if counts.get(s))
+            stack.summary = (status, key, None if unknown else total, f"{n} slices: {tip}")
+        return stack.summary
+
+    def data(self, index, role=QtCore.Qt.DisplayRole):
+        node = self.node(index)
         ctl = self.controller
+        if node is None or ctl.project is None:  # closing: the reset follows projectClosed
+            return None
+        col = index.column()
+        if isinstance(node, _Stack):
+            status, key, count, status_tip = self._summary(node)
+            name, tip = f"{node.name}  ({len(node.ids)} slices)", node.name
+            bold = ctl.item_id in node.ids
+        else:
+            item = ctl.project.item(node)
+            status = key = ctl.status_of(node)
+            count = ctl.count_of(node)
+            name, tip, bold = item.name, f"{item.name}\n{node}", node == ctl.item_id
+            status_tip = None
         if role == QtCore.Qt.DisplayRole:
-            if col == 0:
-                return ctl.project.item(item_id).name
-            if col == 1:
-                return ctl.status_of(item_id)
-            n = ctl.count_of(item_id)
-            return "…" if n is None else n
+            return (name, status, "…" if count is None else count)[col]
         if role == QtCore.Qt.ForegroundRole and col == 1:
-            return STATUS_COLORS.get(ctl.status_of(item_id))
-        if role == QtCore.Qt.ToolTipRole and col == 0:
-            return item_id
+            return STATUS_COLORS.get(key)
+        if role == QtCore.Qt.ToolTipRole:
+            return tip if col == 0 else status_tip if col == 1 else None
         if role == QtCore.Qt.UserRole:  # for sorting and filtering
             if col == 2:
-                n = ctl.count_of(item_id)
-                return -1 if n is None else n
-            return self.data(index, QtCore.Qt.DisplayRole)
-        if role == QtCore.Qt.FontRole and item_id == ctl.item_id:
+                return -1 if count is None else count
+            return (name, status)[col]
+        if role == QtCore.Qt.FontRole and bold:
             f = QtGui.QFont()
             f.setBold(True)
             return f
@@ -86,11 +225,19 @@ class ItemsModel(QtCore.QAbstractTableModel):
 
 
 class ItemsFilter(QtCore.QSortFilterProxyModel):
+    """Status and name filter. A stack shows when one of its slices does (recursive
+    filtering); a name that matches the stack shows all its slices."""
+
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.status = "all"
         self.text = ""
         self.setSortRole(QtCore.Qt.UserRole)
+        self.setRecursiveFilteringEnabled(True)
+
+    @property
+    def active(self) -> bool:
+        return self.status != "all" or bool(self.text)
 
     def set_status(self, status: str) -> None:
         self.status = status
@@ -102,10 +249,19 @@ class ItemsFilter(QtCore.QSortFilterProxyModel):
 
     def filterAcceptsRow(self, row: int, parent) -> bool:
         model = self.sourceModel()
-        if self.status != "all" and model.data(model.index(row, 1)) != self.status:
+        idx = model.index(row, 0, parent)
+        node = model.node(idx)
+        if not isinstance(node, str):
+            # a stack row stands for its slices: shown through them (recursive filtering)
+            return not self.active
+        if self.status != "all" and model.controller.status_of(node) != self.status:
             return False
-        if self.text and self.text not in str(model.data(model.index(row, 0))).lower():
-            return False
+        if self.text:
+            names = str(model.data(idx)).lower()
+            if parent.isValid():
+                names += "\n" + str(model.node(parent).name).lower()
+            if self.text not in names:
+                return False
         return True
 
 
@@ -122,19 +278,24 @@ class ImagesPanel(QtWidgets.QWidget):
         self.search = QtWidgets.QLineEdit()
         self.search.setPlaceholderText("Filter by name")
         self.search.setClearButtonEnabled(True)
-        self.table = QtWidgets.QTableView()
-        self.table.setModel(self.proxy)
-        self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectRows)
-        self.table.setSelectionMode(QtWidgets.QAbstractItemView.ExtendedSelection)
-        self.table.setSortingEnabled(True)
-        self.table.sortByColumn(-1, QtCore.Qt.AscendingOrder)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(20)
-        self.table.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.Stretch)
-        self.table.horizontalHeader().setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(2, QtWidgets.QHeaderView.ResizeToContents)
-        self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
-        self.table.setFocusPolicy(QtCore.Qt.ClickFocus)
+        self.tree = self.table = QtWidgets.QTreeView()
+        t = self.tree
+        t.setModel(self.proxy)
+        t.setUniformRowHeights(True)  # constant-time layout for long lists
+        t.setTextElideMode(QtCore.Qt.ElideMiddle)
+        t.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectRows)
+        t.setSelectionMode(QtWidgets.QAbstractItemView.ExtendedSelection)
+        t.setSortingEnabled(True)
+        t.sortByColumn(-1, QtCore.Qt.AscendingOrder)
+        t.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
+        t.setExpandsOnDoubleClick(True)
+        t.setFocusPolicy(QtCore.Qt.ClickFocus)
+        t.setIndentation(14)
+        header = t.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QtWidgets.QHeaderView.Stretch)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(2, QtWidgets.QHeaderView.ResizeToContents)
         self.summary = QtWidgets.QLabel()
         top = QtWidgets.QHBoxLayout()
         top.addWidget(self.status_box)
@@ -142,57 +303,98 @@ class ImagesPanel(QtWidgets.QWidget):
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addLayout(top)
-        lay.addWidget(self.table, 1)
+        lay.addWidget(t, 1)
         lay.addWidget(self.summary)
+        self._last_slice: dict[int, str] = {}  # stack source -> the slice seen last
 
         self.status_box.currentTextChanged.connect(self.proxy.set_status)
-        self.search.textChanged.connect(self.proxy.set_text)
-        self.table.clicked.connect(self._on_clicked)
-        self.table.activated.connect(self._on_clicked)
+        self.search.textChanged.connect(self._on_text)
+        t.clicked.connect(self._on_clicked)
+        t.expanded.connect(lambda _i: self._on_current(self.controller.item_id or ""))  # slice row lights up
+        t.collapsed.connect(lambda _i: self._on_current(self.controller.item_id or ""))
+        t.activated.connect(self._on_clicked)
         controller.currentItemChanged.connect(self._on_current)
         controller.statusChanged.connect(self._update_summary)
         controller.projectOpened.connect(self._update_summary)
         controller.itemsChanged.connect(self._update_summary)
         controller.projectClosed.connect(self._update_summary)
+        controller.projectClosed.connect(self._last_slice.clear)
 
+    def _on_text(self, text: str) -> None:
+        self.proxy.set_text(text)
+        if self.proxy.text:
+            self.tree.expandAll()  # matching slices are what the user looks for
+
+    # ------------------------------------------------------------------ public
     def visible_item_ids(self) -> list[str]:
-        """Item ids in the list's current order and filter (N / Shift+N walk these)."""
-        out = []
-        for r in range(self.proxy.rowCount()):
-            src = self.proxy.mapToSource(self.proxy.index(r, 0))
-            out.append(self.model.item_id(src.row()))
+        """Item ids in the list's current order and filter (N / Shift+N walk these); slices
+        of a collapsed stack count."""
+        if not self.proxy.active and self.proxy.sortColumn() < 0:
+            return self.model.all_item_ids()
+        out: list[str] = []
+        p = self.proxy
+        for r in range(p.rowCount()):
+            idx = p.index(r, 0)
+            node = self.model.node(p.mapToSource(idx))
+            if isinstance(node, str):
+                out.append(node)
+            else:
+                out.extend(self.model.node(p.mapToSource(p.index(k, 0, idx))) for k in range(p.rowCount(idx)))
         return out
 
     def selected_item_ids(self) -> list[str]:
-        rows = {self.proxy.mapToSource(i).row() for i in self.table.selectionModel().selectedRows()}
-        return [self.model.item_id(r) for r in sorted(rows)]
+        """Selected items in list order; a selected stack stands for its slices (as filtered)."""
+        out: list[str] = []
+        p = self.proxy
+        for idx in self.tree.selectionModel().selectedRows():
+            node = self.model.node(p.mapToSource(idx))
+            if isinstance(node, str):
+                out.append(node)
+            else:
+                out.extend(self.model.node(p.mapToSource(p.index(k, 0, idx))) for k in range(p.rowCount(idx)))
+        return sorted(set(out), key=self.model.position)
 
+    # ------------------------------------------------------------------ events
     def _on_clicked(self, index) -> None:
         src = self.proxy.mapToSource(index)
-        if src.isValid():
-            mods = QtWidgets.QApplication.keyboardModifiers()
-            if mods & (QtCore.Qt.ShiftModifier | QtCore.Qt.ControlModifier):
-                return  # extending the selection (for batch actions), not opening
-            if not self.controller.request_item(self.model.item_id(src.row())):
-                self._on_current(self.controller.item_id or "")
+        node = self.model.node(src)
+        if node is None:
+            return
+        mods = QtWidgets.QApplication.keyboardModifiers()
+        if mods & (QtCore.Qt.ShiftModifier | QtCore.Qt.ControlModifier):
+            return  # extending the selection (for batch actions), not opening
+        if not isinstance(node, str):
+            if self.controller.item_id in node.ids:
+                return
+            node = self._last_slice.get(node.source, node.ids[0])  # back where the user was
+        if not self.controller.request_item(node):
+            self._on_current(self.controller.item_id or "")
 
     def _on_current(self, item_id: str) -> None:
-        row = self.model.row_of(item_id)
         self.model.current_changed(item_id)  # bold font follows the current item
-        if row < 0:
+        src = self.model.index_of(item_id)
+        if not src.isValid():
             return
-        idx = self.proxy.mapFromSource(self.model.index(row, 0))
+        stack = self.model.stack_index(item_id)
+        if stack.isValid():
+            self._last_slice[self.model.node(stack).source] = item_id
+            pstack = self.proxy.mapFromSource(stack)
+            if pstack.isValid() and not self.tree.isExpanded(pstack):
+                src = stack  # a collapsed stack stays collapsed: its row is highlighted
+        idx = self.proxy.mapFromSource(src)
         if idx.isValid():
-            sm = self.table.selectionModel()
+            sm = self.tree.selectionModel()
             sm.blockSignals(True)
-            self.table.selectRow(idx.row())
+            sm.setCurrentIndex(idx, QtCore.QItemSelectionModel.ClearAndSelect | QtCore.QItemSelectionModel.Rows)
             sm.blockSignals(False)
-            self.table.scrollTo(idx)
+            self.tree.viewport().update()
+            self.tree.scrollTo(idx)
 
     def _update_summary(self, *_args) -> None:
         ctl = self.controller
         counts = {"new": 0, "predicted": 0, "reviewed": 0}
         for it in ctl.items:
-            counts[ctl.status_of(it.id)] = counts.get(ctl.status_of(it.id), 0) + 1
+            s = ctl.status_of(it.id)
+            counts[s] = counts.get(s, 0) + 1
         self.summary.setText(f"{len(ctl.items)} items · {counts['reviewed']} reviewed · "
                              f"{counts['predicted']} predicted · {counts['new']} new")

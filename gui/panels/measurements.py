@@ -3,7 +3,7 @@ per-label summary, the three plots, CSV and plot export, and the scale.
 
 Every number comes from engine.measure_project (scikit-image); this panel only shows it.
 The current item's table follows every edit; project-wide measuring runs off the GUI
-thread behind a progress dialog with Cancel (gui.tasks.run_with_progress).
+thread behind a progress dialog with Cancel (gui.background.run_with_progress).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from engine.measure_plots import PLOTS, draw, save_plots
 from engine.measure_project import measure_item, measure_project
 from engine.units import describe, scale_of, set_scale
 
-from ..tasks import run_with_progress
+from ..background import run_with_progress
 
 SCOPES = (("Current item", None), ("Project: instances", "instance"), ("Project: 3-D objects", "object"),
           ("Project: items × labels", "item"), ("Project: stacks × labels", "stack"))
@@ -309,10 +309,10 @@ class ScaleDialog(QtWidgets.QDialog):
 
 
 def install(window) -> None:
-    """Add the dock to the main window (named in main_window.EXTENSION_MODULES)."""
+    """Add the dock to the main window (called by MainWindow.__init__)."""
     panel = MeasurementsPanel(window.controller, centre=lambda x, y: window.canvas.centerOn(x, y))
     window.measurements_panel = panel
     dock = window.add_dock("measurements", "Measurements", panel, QtCore.Qt.BottomDockWidgetArea)
     dock.hide()  # opened from View › Panels or Tools › Measurements
     window.add_action("tools", "&Measurements", lambda: (dock.show(), dock.raise_(), panel.refresh()),
-                      "Ctrl+Shift+M", name="measurements")
+                      name="measurements")

@@ -1,142 +1,40 @@
 """The Models panel: every finished training run of the project, and which one is active.
 
-One row per run (models/<run-id>/ with model.pt): date, architecture, base, items used,
-validation mask AP / AP50 / acc50. "Make active" switches the model auto-segment uses.
-After a training run, `offer_new_run` makes the new run active only when its validation
-score is not worse than the active model's; otherwise it asks.
-
-Run metadata is read from config.json / metrics.json as the engine writes them; several
-layouts are accepted (flat, or under "best" / "val" / "final") so the panel keeps working
-as the engine's files grow.
+One row per run (models/<run-id>/ with model.pt): the run, validation mask AP / AP50 /
+acc50 and the items used; its architecture, base and date are in the run's tooltip (so the
+columns fit a side panel). "Make active" switches the model auto-segment uses. Runs are
+read by engine.runs (one schema), and after a training run `offer_new_run` applies the
+engine's one activation rule (engine.runs.decide_activation) — or a verdict the training
+process already reached with it — and asks only when the rule keeps the old model.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import math
-import re
-from pathlib import Path
 from typing import Callable, Optional
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
-METRIC_KEYS = ("mask_AP", "mask_AP50", "acc50")
-_STAMP = re.compile(r"(\d{8})-(\d{6})")
+from engine.runs import RunInfo, decide_activation, list_runs
 
-
-def _num(v) -> Optional[float]:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def run_metrics(entry: dict) -> dict:
-    """{"mask_AP", "mask_AP50", "acc50"} of a run's best validation (missing keys: None)."""
-    m = entry.get("metrics") or {}
-    candidates = []
-    for key in ("best", "val", "validation", "final"):
-        if isinstance(m.get(key), dict):
-            candidates.append(m[key])
-    candidates.append(m)
-    out = {}
-    for k in METRIC_KEYS:
-        out[k] = None
-        for c in candidates:
-            v = _num(c.get(k))
-            if v is None and isinstance(c.get("metrics"), dict):
-                v = _num(c["metrics"].get(k))
-            if v is not None:
-                out[k] = v
-                break
-    return out
-
-
-def run_score(entry: Optional[dict]) -> Optional[float]:
-    """The number that ranks runs: val mask AP, else AP50, else acc50."""
-    if not entry:
-        return None
-    m = run_metrics(entry)
-    for k in METRIC_KEYS:
-        if m[k] is not None:
-            return m[k]
-    return None
-
-
-def _first(d: dict, *keys):
-    for k in keys:
-        cur = d
-        for part in k.split("."):
-            if not isinstance(cur, dict) or part not in cur:
-                cur = None
-                break
-            cur = cur[part]
-        if cur not in (None, ""):
-            return cur
-    return None
-
-
-def run_info(entry: dict) -> dict:
-    """Plain display fields of one run."""
-    cfg = entry.get("config") or {}
-    met = entry.get("metrics") or {}
-    run = entry.get("run", "")
-    when = _first(cfg, "created", "finished", "date", "started") or _first(met, "finished", "created", "date")
-    date = None
-    if isinstance(when, (int, float)):
-        date = _dt.datetime.fromtimestamp(when)
-    elif isinstance(when, str):
-        try:
-            date = _dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
-        except ValueError:
-            date = None
-    if date is None:
-        mm = _STAMP.search(run)
-        if mm:
-            try:
-                date = _dt.datetime.strptime(mm.group(1) + mm.group(2), "%Y%m%d%H%M%S")
-            except ValueError:
-                date = None
-    if date is None and entry.get("path"):
-        try:
-            date = _dt.datetime.fromtimestamp(Path(entry["path"]).stat().st_mtime)
-        except OSError:
-            date = None
-    arch = _first(cfg, "arch", "model_config.arch", "model.arch")
-    base = _first(cfg, "base", "base_run", "train.base")
-    if isinstance(base, str) and ("/" in base or "\\" in base):
-        base = Path(base).parent.name if Path(base).name == "model.pt" else Path(base).name
-    n_train = _first(cfg, "train_items", "data.train_items", "items_used") or _first(met, "train_items")
-    n_val = _first(cfg, "val_items", "data.val_items") or _first(met, "val_items")
-    if isinstance(n_train, list):
-        n_train = len(n_train)
-    if isinstance(n_val, list):
-        n_val = len(n_val)
-    if n_train is None and isinstance(cfg.get("items"), (list, dict)):
-        items = cfg["items"]
-        if isinstance(items, dict):
-            n_train = len(items.get("train", []) or [])
-            n_val = len(items.get("val", []) or [])
-        else:
-            n_train = len(items)
-    epochs = _first(cfg, "epochs", "train.epochs")
-    return {"run": run, "date": date, "arch": arch, "base": base, "train_items": n_train,
-            "val_items": n_val, "epochs": epochs, **run_metrics(entry)}
-
-
-def should_activate(new_entry: dict, active_entry: Optional[dict], tol: float = 1e-9) -> Optional[bool]:
-    """True: activate at once; False: the new run is worse; None: cannot tell (ask)."""
-    if active_entry is None:
-        return True
-    new, old = run_score(new_entry), run_score(active_entry)
-    if old is None:
-        return True
-    if new is None:
-        return None
-    return new >= old - tol
+from .. import theme
 
 
 def _fmt(v, digits=3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
+
+
+def _items_text(info: RunInfo) -> str:
+    if info.train_items is None:
+        return "–"
+    return f"{info.train_items}" + (f" + {info.val_items}" if info.val_items else "")
+
+
+def _run_tooltip(info: RunInfo) -> str:
+    lines = [info.run,
+             f"architecture: {info.arch or '–'}", f"started from: {info.base or '–'}",
+             f"created: {info.created.strftime('%Y-%m-%d %H:%M') if info.created else '–'}"]
+    if info.epochs_run is not None:
+        lines.append(f"epochs: {info.epochs_run}" + (f" of {info.epochs}" if info.epochs else ""))
+    return "\n".join(lines)
 
 
 class ModelsPanel(QtWidgets.QWidget):
@@ -145,14 +43,14 @@ class ModelsPanel(QtWidgets.QWidget):
     activeModelChanged = QtCore.pyqtSignal(object)   # run id or None
     message = QtCore.pyqtSignal(str)
 
-    COLUMNS = ("", "Run", "mask AP", "AP50", "acc50", "Items", "Base", "Arch", "Date")
+    COLUMNS = ("", "Run", "AP", "AP50", "acc50", "Items")
     METRIC_COLUMNS = (2, 3, 4)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setObjectName("ModelsPanel")
         self.project = None
-        self.entries: list[dict] = []
+        self.runs: list[RunInfo] = []
         #: asked when a new run is worse than the active one: (text) -> True to activate
         self.ask: Callable[[str], bool] = self._ask_box
         self.table = QtWidgets.QTableWidget(0, len(self.COLUMNS))
@@ -163,9 +61,16 @@ class ModelsPanel(QtWidgets.QWidget):
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
         self.table.setAlternatingRowColors(True)
+        self.table.setTextElideMode(QtCore.Qt.ElideMiddle)   # long run ids keep both ends
+        self.table.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
         hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
-        hh.setStretchLastSection(True)
+        hh.setSectionResizeMode(1, QtWidgets.QHeaderView.Stretch)   # the run id takes what is left
+        hh.setStretchLastSection(False)
+        self.table.horizontalHeaderItem(2).setToolTip("validation mask AP (COCO, IoU 0.50:0.95)")
+        self.table.horizontalHeaderItem(3).setToolTip("validation mask AP at IoU 0.50")
+        self.table.horizontalHeaderItem(4).setToolTip("share of objects found at IoU ≥ 0.50")
+        self.table.horizontalHeaderItem(5).setToolTip("training items + validation items")
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemDoubleClicked.connect(lambda *_: self.make_active_selected())
         self.empty = QtWidgets.QLabel("No model trained yet. Mark a few items reviewed, then "
@@ -199,44 +104,35 @@ class ModelsPanel(QtWidgets.QWidget):
     def active(self) -> Optional[str]:
         return self.project.active_model if self.project is not None else None
 
-    def entry(self, run_id: Optional[str]) -> Optional[dict]:
-        for e in self.entries:
-            if e["run"] == run_id:
-                return e
-        return None
+    def run(self, run_id: Optional[str]) -> Optional[RunInfo]:
+        return next((r for r in self.runs if r.run == run_id), None)
 
     def refresh(self) -> None:
-        self.entries = self.project.list_models() if self.project is not None else []
-        # newest first
-        infos = [(run_info(e), e) for e in self.entries]
-        infos.sort(key=lambda t: (t[0]["date"] or _dt.datetime.min, t[0]["run"]), reverse=True)
+        self.runs = list_runs(self.project) if self.project is not None else []
+        infos = sorted(self.runs, key=lambda r: (r.created.timestamp() if r.created else 0.0, r.run),
+                       reverse=True)   # newest first
         selected = self.selected_run()
         self.table.setRowCount(len(infos))
         bold = QtGui.QFont()
         bold.setBold(True)
-        for row, (info, _e) in enumerate(infos):
-            is_active = info["run"] == self.active
-            items = info["train_items"]
-            items_txt = "–" if items is None else (f"{items}" + (f" + {info['val_items']}"
-                                                                 if info["val_items"] else ""))
-            cells = ["●" if is_active else "", info["run"],
-                     _fmt(info["mask_AP"]), _fmt(info["mask_AP50"]), _fmt(info["acc50"]), items_txt,
-                     str(info["base"]) if info["base"] is not None else "–", info["arch"] or "–",
-                     info["date"].strftime("%Y-%m-%d %H:%M") if info["date"] else "–"]
+        for row, info in enumerate(infos):
+            is_active = info.run == self.active
+            cells = ["●" if is_active else "", info.run, _fmt(info.metrics.get("mask_AP")),
+                     _fmt(info.metrics.get("mask_AP50")), _fmt(info.metrics.get("acc50")), _items_text(info)]
             for col, text in enumerate(cells):
                 it = QtWidgets.QTableWidgetItem(text)
-                it.setData(QtCore.Qt.UserRole, info["run"])
-                if col == 5:
-                    it.setToolTip("training items + validation items")
+                it.setData(QtCore.Qt.UserRole, info.run)
+                if col == 1:
+                    it.setToolTip(_run_tooltip(info))
                 if is_active:
                     it.setFont(bold)
                 if col == 0:
-                    it.setForeground(QtGui.QBrush(QtGui.QColor(30, 150, 60)))
+                    it.setForeground(QtGui.QBrush(theme.color("models.active")))
                     it.setToolTip("active model: auto-segment uses it")
                 if col in self.METRIC_COLUMNS:
                     it.setTextAlignment(QtCore.Qt.AlignRight | QtCore.Qt.AlignVCenter)
                 self.table.setItem(row, col, it)
-            if info["run"] == selected:
+            if info.run == selected:
                 self.table.selectRow(row)
         has = bool(infos)
         self.empty.setVisible(not has)
@@ -281,31 +177,20 @@ class ModelsPanel(QtWidgets.QWidget):
         return True
 
     def offer_new_run(self, run_id: str, verdict: Optional[bool] = None, reason: str = "") -> bool:
-        """After training: activate `run_id` if it is not worse than the active model,
-        else ask. `verdict`/`reason` carry a comparison made elsewhere (the training
-        process scores both models on the new run's validation items). Returns True when
-        the new run became active."""
+        """After training: make `run_id` active when the engine's activation rule says so,
+        else ask. `verdict`/`reason` carry the rule's answer when the training process
+        already gave it (its `activated` event, which compares both models on the new
+        run's validation items). Returns True when the new run became active."""
         self.refresh()
-        new = self.entry(run_id)
+        new = self.run(run_id)
         if new is None:
             self.message.emit(f"the new run {run_id} has no model file; nothing to activate")
             return False
-        old = self.entry(self.active) if self.active else None
         if verdict is None:
-            verdict = should_activate(new, old)
-        if verdict is True:
+            verdict, reason = decide_activation(new, self.run(self.active) if self.active else None)
+        if verdict:
             return self.make_active(run_id)
-        new_s, old_s = run_score(new), run_score(old)
-        if reason:
-            text = (f"The new model {run_id} validates worse than the active model: {reason}. "
-                    f"Make the new model active anyway?")
-        elif verdict is None:
-            text = (f"The new model {run_id} has no validation score (too few reviewed items to "
-                    f"validate?). Make it active instead of {self.active} ({_fmt(old_s)})?")
-        else:
-            text = (f"The new model {run_id} scores {_fmt(new_s)} on validation, worse than the "
-                    f"active model {self.active} ({_fmt(old_s)}). Make the new model active anyway?")
-        if self.ask(text):
+        if self.ask(f"The new model {run_id} was not made active: {reason}. Make it active anyway?"):
             return self.make_active(run_id)
         self.select_run(run_id)
         self.message.emit(f"kept {self.active} active; {run_id} is in the Models panel")

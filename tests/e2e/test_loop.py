@@ -65,10 +65,10 @@ def window(qtbot, monkeypatch):
     win.show()
     qtbot.waitExposed(win)
     notes = []
-    win._notify = lambda msg, error=False: notes.append(msg)
+    win.notify = lambda msg, error=False: notes.append(msg)
     win.notes = notes
     yield win
-    win.workflow.shutdown()
+    win.loop.shutdown()
 
 
 def brush_instance(qtbot, win, inst, brush: int = 5):
@@ -112,7 +112,7 @@ def fit(win):
 def test_the_whole_loop(qtbot, window, images, tmp_path):
     from guihelpers import click, drag, key
     win, folder, truth = window, images[0], images[1]
-    wf, c = win.workflow, win.controller
+    wf, c = win.loop, win.controller
 
     # 1. a project from the synthetic images
     assert win.make_project(tmp_path / "proj", [folder])
@@ -209,7 +209,7 @@ def test_killing_the_training_process_is_reported_and_the_project_is_intact(qtbo
     from engine.demo import synthetic_project
     proj0 = synthetic_project(tmp_path / "proj", "nuclei", n=3, size=SIZE)
     win = window
-    wf, c = win.workflow, win.controller
+    wf, c = win.loop, win.controller
     assert win.open_project(proj0.root)
     proj = c.project
     files = {p.name: p.read_bytes() for p in (proj.root / "annotations").glob("*.json")}

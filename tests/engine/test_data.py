@@ -11,6 +11,7 @@ from engine.annotations import Instance, ItemAnnotation
 from engine.demo import synthetic_project
 from engine.errors import FormatError
 from engine.model import data as D
+from engine.model import snapshot as SN
 from engine.model.normalize import normalize, percentile_policy
 
 
@@ -76,7 +77,7 @@ def test_degenerate_instances_are_dropped_and_counted():
     empty = Instance(np.zeros((4, 4), bool), 1, 1, "a")
     unknown = Instance(np.ones((3, 3), bool), 1, 1, "zzz")
     thin = Instance(np.ones((1, 8), bool), 10, 10, "b")
-    insts, classes = D._clean_instances([good, outside, half_out, empty, unknown, thin], shape, ["a", "b"],
+    insts, classes = SN._clean_instances([good, outside, half_out, empty, unknown, thin], shape, ["a", "b"],
                                         min_size=2, dropped=dropped)
     assert len(insts) == 2 and classes == [1, 1]
     assert insts[1].bbox == (45, 35, 5, 5)
@@ -133,8 +134,7 @@ def test_snapshot_json_roundtrip(proj_dir):
 # --- split --------------------------------------------------------------------------------
 
 def _fake_items(n):
-    ref = D.ImageRef(path="x.png")
-    return [D.TrainItem(f"item{k:02d}", 10, 10, [], [], ref) for k in range(n)]
+    return [D.TrainItem(f"item{k:02d}", 10, 10, [], [], D.ImageRef(path=f"x{k:02d}.png")) for k in range(n)]
 
 
 def test_split_is_reproducible_and_has_a_val_item():
@@ -150,6 +150,31 @@ def test_split_is_reproducible_and_has_a_val_item():
     one = D.Snapshot(["a"], _fake_items(1))
     assert one.split(0.2) == ([0], [])
     assert D.Snapshot(["a"], _fake_items(5)).split(0.0) == (list(range(5)), [])
+
+
+def _stack_items(name, n, base="/p"):
+    src = {"kind": "stack", "path": name, "n_slices": n, "height": 10, "width": 10}
+    return [D.TrainItem(f"{name}_z{z:03d}", 10, 10, [], [], D.ImageRef(source=src, slice=z, base=base))
+            for z in range(n)]
+
+
+def test_split_never_puts_slices_of_one_stack_on_both_sides():
+    items = _stack_items("a.tif", 30) + _stack_items("b.tif", 12) + _fake_items(6)
+    for seed in range(8):
+        for frac in (0.1, 0.2, 0.5):
+            snap = D.Snapshot(["a"], items)
+            tr, va = snap.split(frac, seed=seed)
+            assert va and tr and sorted(tr + va) == list(range(len(items)))
+            for stack in ("a.tif", "b.tif"):
+                sides = {i in va for i, it in enumerate(items) if it.key.startswith(stack)}
+                assert len(sides) == 1, (seed, frac, stack)
+            assert len(va) <= max(1, frac * len(items))
+    # slices of one COCO stack file (same path, other slice numbers) stay together too
+    coco = [D.TrainItem(f"s{z}", 10, 10, [], [], D.ImageRef(path="stack.tif", slice=z)) for z in range(10)]
+    tr, va = D.Snapshot(["a"], coco + _fake_items(3)).split(0.3, seed=2)
+    assert not ({0, 1, 2, 3, 4, 5, 6, 7, 8, 9} & set(va) and {0, 1, 2, 3, 4, 5, 6, 7, 8, 9} & set(tr))
+    # a single stack and nothing else: no honest validation split exists
+    assert D.Snapshot(["a"], _stack_items("a.tif", 20)).split(0.2) == (list(range(20)), [])
 
 
 def test_epoch_batches_cover_the_data_on_every_rank():
@@ -180,7 +205,7 @@ def _label_scene(h=60, w=90, seed=0):
     for k in range(1, 9):
         inst = Instance.from_full_mask(lab == k, "a")
         if inst is not None:
-            insts.append(D._Inst(inst.mask, inst.x0, inst.y0, k))
+            insts.append(D.InstanceCrop(inst.mask, inst.x0, inst.y0, k))
     img = np.repeat((lab.astype(np.float32) / 10.0)[..., None], 3, axis=2)
     return img, insts, lab
 
@@ -244,7 +269,7 @@ def test_intensity_augment_is_bounded_and_seeded():
 
 def test_crop_drops_slivers_but_keeps_real_parts():
     m = np.ones((20, 20), bool)
-    insts = [D._Inst(m, 0, 0, 1), D._Inst(m, 30, 30, 1)]
+    insts = [D.InstanceCrop(m, 0, 0, 1), D.InstanceCrop(m, 30, 30, 1)]
     aug = D.Augment.none(crop=0)
     aug.min_area, aug.min_visible = 8, 0.25
     cut = D.crop_instances(insts, 19, 19, 60, 60)  # first: a 1x1 corner; second: whole

@@ -14,6 +14,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from engine.errors import CheckpointError
 from engine.model import build as B
+from engine.model import weights as W
 from engine.model.normalize import percentile_policy
 
 POLICY = percentile_policy()
@@ -157,7 +158,7 @@ def test_coco_offline_gives_a_clear_error_quickly(tmp_path, monkeypatch):
         calls.append(url)
         raise OSError("Network is unreachable")
 
-    monkeypatch.setattr(B, "download", offline)
+    monkeypatch.setattr(W, "download", offline)
     t = time.monotonic()
     with pytest.raises(CheckpointError) as ei:
         B.build_model("r50fpn", 3, base="coco")
@@ -171,7 +172,7 @@ def test_coco_offline_gives_a_clear_error_quickly(tmp_path, monkeypatch):
 def test_offline_env_does_not_try_the_network(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setenv("MASKLOOP_OFFLINE", "1")
-    monkeypatch.setattr(B, "download", lambda *a, **k: pytest.fail("must not download"))
+    monkeypatch.setattr(W, "download", lambda *a, **k: pytest.fail("must not download"))
     with pytest.raises(CheckpointError, match="maskrcnn_resnet50_fpn_v2_coco"):
         B.build_model("r50fpn_v2", 2, base="coco")
     with pytest.raises(CheckpointError, match="resnet18-f37072fd.pth"):
@@ -195,7 +196,7 @@ def test_download_never_hangs(tmp_path, monkeypatch):
 def test_coco_weights_from_the_cache_replace_the_class_heads(tmp_path, monkeypatch):
     """A COCO file in the torch cache is used (no network); heads are re-made for 2 classes."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(B, "download", lambda *a, **k: pytest.fail("must not download"))
+    monkeypatch.setattr(W, "download", lambda *a, **k: pytest.fail("must not download"))
     torch.manual_seed(1)
     fake = B.construct(B.default_config("r50fpn", 91, base="coco"))
     state = fake.state_dict()
@@ -218,7 +219,7 @@ def test_coco_weights_from_the_cache_replace_the_class_heads(tmp_path, monkeypat
 def test_imagenet_backbone_from_the_cache(tmp_path, monkeypatch):
     import torchvision
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    monkeypatch.setattr(B, "download", lambda *a, **k: pytest.fail("must not download"))
+    monkeypatch.setattr(W, "download", lambda *a, **k: pytest.fail("must not download"))
     torch.manual_seed(2)
     state = torchvision.models.resnet18(weights=None).state_dict()
     target = B.weights_file(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)

@@ -57,12 +57,29 @@ def test_train_prints_json_lines_and_activates(trained):
     events = [json.loads(line) for line in lines]  # stdout is pure JSON lines
     for ev in events:
         P.validate_event(ev)
-    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
-    run = events[-1]["run"]
+    assert events[0]["event"] == "start" and events[-2]["event"] == "done"
+    assert events[0]["weights"] == "scratch"
+    run = events[-2]["run"]
+    # the activation verdict is an event, not only a sentence on stderr
+    assert events[-1] == {"event": "activated", "run": run, "active": True,
+                          "reason": f"made {run} the active model (there was none)"}
     assert "made " + run + " the active model" in r.stderr
     proj = Project.open(root)
     assert proj.active_model == run
-    assert (root / events[-1]["model"]).is_file()
+    assert (root / events[-2]["model"]).is_file()
+
+
+def test_trained_run_reads_through_the_run_schema(trained):
+    from engine.runs import list_runs
+    root, r = trained
+    assert r.returncode == 0, r.stderr
+    (info,) = list_runs(Project.open(root))
+    cfg = json.loads((info.folder / "config.json").read_text())
+    assert cfg["schema"] == 1 and cfg["weights"] == "scratch" and cfg["created"]
+    assert (info.arch, info.weights, info.labels, info.status) == ("r18fpn", "scratch", ["nucleus"], "done")
+    assert info.train_items == 3 and info.val_items == 1 and len(info.val_keys) == 1
+    assert info.epochs == 1 and info.epochs_run == 1 and info.created is not None
+    assert info.score() is not None and info.problem is None
 
 
 def test_segment_and_evaluate(project):
@@ -122,7 +139,8 @@ def test_demo_builds_a_sample_project(tmp_path, capsys):
     proj = Project.open(out)
     assert proj.labels.names() == ["rock", "pore", "nucleus"]
     st = proj.statuses()
-    assert sum(s == "reviewed" for s in st.values()) == 8 and sum(s == "new" for s in st.values()) == 6
+    # a 16-slice CT volume (half reviewed, rocks linked as 3-D objects) and 8 nuclei images (4 reviewed)
+    assert sum(s == "reviewed" for s in st.values()) == 12 and sum(s == "new" for s in st.values()) == 12
     kinds = {s.kind for s in proj.sources}
     assert kinds == {"stack", "image"}
     reviewed = [i for i, s in st.items() if s == "reviewed"]

@@ -303,7 +303,7 @@ def test_ddp_two_processes_on_cpu(tiny):
     events = [P.parse_line(l) for l in r.stdout.splitlines()]
     events = [e for e in events if e is not None]
     kinds = [e["event"] for e in events]
-    assert kinds.count("start") == 1 and kinds[-1] == "done", r.stdout[-2000:]
+    assert kinds.count("start") == 1 and kinds[-2:] == ["done", "activated"], r.stdout[-2000:]
     start = events[0]
     assert start["world_size"] == 2 and start["train_items"] == 3
     assert start["iters_per_epoch"] == 2  # 3 items over 2 ranks, batch 1: 2 steps each

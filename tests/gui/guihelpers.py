@@ -55,7 +55,7 @@ def make_project(root: Path, with_stack: bool = False):
 
 def open_window(qtbot, root):
     from gui.main_window import MainWindow
-    win = MainWindow(extensions=[])
+    win = MainWindow(loop=False)
     qtbot.addWidget(win)
     win.resize(1100, 800)
     win.show()

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.gui
 @pytest.fixture
 def mwin(qtbot, stack_project):
     from gui.main_window import MainWindow
-    win = MainWindow(extensions=["gui.panels.measurements"])
+    win = MainWindow(loop=False)
     qtbot.addWidget(win)
     win.resize(1200, 900)
     win.show()

@@ -183,10 +183,10 @@ def test_edit_during_background_write_is_kept(window, qtbot, project):
     ctl = window.controller
     ctl.set_selection(["C"])
     ctl.delete_selected()
-    ctl._on_autosave()                 # a background write of "C deleted" starts
+    ctl.autosave.autosave_now()                 # a background write of "C deleted" starts
     ctl.set_selection(["D"])
     ctl.delete_selected()              # edited while it runs
-    qtbot.waitUntil(lambda: ctl._pending is None, timeout=3000)
+    qtbot.waitUntil(lambda: not ctl.autosave.writing, timeout=3000)
     assert ctl.dirty                   # the second edit is not on disk yet ...
     assert ctl.save()                  # ... and Ctrl+S (or the next autosave) writes it
     disk = on_disk(project.root, ctl.item_id)

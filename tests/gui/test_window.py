@@ -130,7 +130,7 @@ def test_open_images_makes_a_project(qtbot, tmp_path):
     img = tmp_path / "scans" / "slice.tif"
     img.parent.mkdir()
     tifffile.imwrite(img, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
-    win = MainWindow(extensions=[])
+    win = MainWindow(loop=False)
     qtbot.addWidget(win)
     win.show()
     root = tmp_path / "scans" / "slice_maskloop"
@@ -164,7 +164,7 @@ def test_next_slice_is_decoded_off_the_gui_thread(qtbot, stack_project, monkeypa
         return real(self, item_id)
     monkeypatch.setattr(type(project), "load_image", counting)
     assert ctl.set_current_item(stack_ids[1])   # prefetched before the patch
-    ctl._prefetch._futures.get(stack_ids[2]).result(timeout=10)
+    ctl.nav.prefetch.future(stack_ids[2]).result(timeout=10)
     assert ctl.set_current_item(stack_ids[2])   # prefetched by the worker under the patch
     assert gui_reads == []
     assert np.array_equal(ctl.image, real(project, stack_ids[2]))
@@ -183,7 +183,7 @@ def test_a_jump_to_a_large_item_keeps_the_window_live(qtbot, stack_project, monk
     import time
     win = open_window(qtbot, stack_project.root)
     ctl = win.controller
-    monkeypatch.setattr(type(ctl), "ASYNC_PIXELS", 1)  # the small test images count as large
+    monkeypatch.setattr(type(ctl.nav), "ASYNC_PIXELS", 1)  # the small test images count as large
     ids = [it.id for it in stack_project.items]  # cells, other, scan z0..z3
     first = ctl.item_id
     project = ctl.project

@@ -16,11 +16,13 @@ from engine.annotations import Instance
 
 pytestmark = pytest.mark.gui
 
-from gui.workers import (SegmentService, TrainingRunner, describe_exit, entry_args,  # noqa: E402
-                         train_command)
+from gui.loop.inference import SegmentService  # noqa: E402
+from gui.loop.runner import TrainingRunner, describe_exit, entry_args, train_command  # noqa: E402
 
 
 class FakeProject:
+    labels = ["a"]
+
     def __init__(self, n=4, size=64):
         self.images = {f"item{k}": np.full((size, size), k, np.uint16) for k in range(n)}
         self.loaded = []
@@ -32,6 +34,7 @@ class FakeProject:
 
 class FakePredictor:
     instances_made = 0
+    label_names = ["a"]
 
     def __init__(self, path, device, delay=0.0):
         self.path, self.device, self.delay = path, device, delay
@@ -251,7 +254,7 @@ def test_runner_killed_by_sigkill_is_reported(qtbot, tmp_path):
     import signal
     body = """
     import json, time
-    print(json.dumps({"event": "start", "epochs": 1, "iters_per_epoch": 100}), flush=True)
+    print(json.dumps({"event": "start", "epochs": 1, "iters_per_epoch": 100, "device": "cpu", "train_items": 1, "val_items": 0}), flush=True)
     time.sleep(60)
     """
     r = TrainingRunner()
@@ -267,7 +270,7 @@ def test_cancel_terminates_then_kills(qtbot, tmp_path):
     body = """
     import json, signal, time
     signal.signal(signal.SIGTERM, signal.SIG_IGN)   # a child that ignores the polite request
-    print(json.dumps({"event": "start", "epochs": 1, "iters_per_epoch": 100}), flush=True)
+    print(json.dumps({"event": "start", "epochs": 1, "iters_per_epoch": 100, "device": "cpu", "train_items": 1, "val_items": 0}), flush=True)
     while True:
         time.sleep(0.05)
     """
@@ -330,7 +333,7 @@ def test_cancel_waits_for_the_checkpoint_and_a_second_cancel_stops_at_once(qtbot
     body = """
     import json, signal, time
     signal.signal(signal.SIGTERM, lambda *a: time.sleep(3600))   # "saving" for a long time
-    print(json.dumps({"event": "start", "epochs": 1, "iters_per_epoch": 100}), flush=True)
+    print(json.dumps({"event": "start", "epochs": 1, "iters_per_epoch": 100, "device": "cpu", "train_items": 1, "val_items": 0}), flush=True)
     while True:
         time.sleep(0.05)
     """

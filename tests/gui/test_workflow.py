@@ -28,7 +28,7 @@ def win(qtbot, tmp_path, monkeypatch):
     qtbot.addWidget(w)
     w.resize(1300, 850)
     w.show()
-    wf = w.workflow
+    wf = w.loop
     wf.truth = truth
     wf.segmenter.set_predictor_factory(lambda path, device: TruthPredictor(path, device, truth))
     wf.runner._command_factory = fake_train_factory(tmp_path)
@@ -46,10 +46,10 @@ def add_fake_run(project, run, ap, arch="r18fpn"):
     folder = project.models_dir / run
     folder.mkdir(parents=True)
     (folder / "model.pt").write_bytes(b"fake")
-    (folder / "config.json").write_text(json.dumps({"arch": arch, "base": "scratch", "train_items": 4,
-                                                    "val_items": 1}))
-    (folder / "metrics.json").write_text(json.dumps({"best": {"mask_AP": ap, "mask_AP50": ap + 0.1,
-                                                              "acc50": ap}}))
+    (folder / "config.json").write_text(json.dumps({"schema": 1, "run": run, "arch": arch, "base": "scratch"}))
+    (folder / "metrics.json").write_text(json.dumps({"schema": 1, "status": "done", "train_items": 4,
+                                                     "val_items": 1, "best": {"mask_AP": ap, "mask_AP50": ap + 0.1,
+                                                                              "acc50": ap}}))
 
 
 def test_install_adds_menus_docks_and_toolbar(win):
@@ -59,11 +59,11 @@ def test_install_adds_menus_docks_and_toolbar(win):
     for key in ("segment current", "segment unreviewed", "segment classic", "train", "accept item",
                 "reject predictions", "next unreviewed", "import", "export"):
         assert key in win.actions
-    assert win.workflow.no_model_label.text().startswith("No model trained yet")
+    assert win.loop.no_model_label.text().startswith("No model trained yet")
 
 
 def test_cold_start_proposals_are_one_undoable_step(qtbot, win):
-    wf, c = win.workflow, win.controller
+    wf, c = win.loop, win.controller
     wf.run_classic({"split": 0.6}, "current")
     wait_idle(qtbot, wf)
     ann = c.annotation
@@ -75,7 +75,7 @@ def test_cold_start_proposals_are_one_undoable_step(qtbot, win):
 
 
 def test_classic_dialog_says_no_model_and_previews(qtbot, win):
-    from gui.review import ClassicDialog
+    from gui.dialogs.classic_dialog import ClassicDialog
     dlg = ClassicDialog(win.controller, win)
     qtbot.addWidget(dlg)
     assert "No model is trained yet" in dlg.findChild(QtWidgets.QLabel, "noModelNote").text()
@@ -91,7 +91,7 @@ def test_classic_dialog_says_no_model_and_previews(qtbot, win):
 
 
 def test_segment_unreviewed_skips_reviewed_and_applies_through_controller(qtbot, win):
-    wf, c, proj = win.workflow, win.controller, win.controller.project
+    wf, c, proj = win.loop, win.controller, win.controller.project
     add_fake_run(proj, "run-a", 0.4)
     wf.models_panel.refresh()
     assert wf.models_panel.make_active("run-a")
@@ -101,7 +101,7 @@ def test_segment_unreviewed_skips_reviewed_and_applies_through_controller(qtbot,
     ann1.instances = [Instance(mask=np.ones((5, 5), bool), x0=3, y0=3, label="nucleus")]
     ann1.status = "reviewed"
     proj.save_annotation(ann1)
-    c._statuses["img1"] = "reviewed"
+    c.item_written("img1", ann1)
     before = proj.annotation_path("img1").read_bytes()
     wf.segment_unreviewed()
     wait_idle(qtbot, wf)
@@ -123,7 +123,7 @@ def test_segment_unreviewed_skips_reviewed_and_applies_through_controller(qtbot,
 
 
 def test_results_wait_while_the_item_is_being_edited(qtbot, win):
-    wf, c, proj = win.workflow, win.controller, win.controller.project
+    wf, c, proj = win.loop, win.controller, win.controller.project
     add_fake_run(proj, "run-a", 0.4)
     wf.models_panel.refresh()
     wf.models_panel.make_active("run-a")
@@ -143,7 +143,7 @@ def test_results_wait_while_the_item_is_being_edited(qtbot, win):
 
 
 def test_score_slider_hides_low_scores_live_and_accept_keeps_what_is_shown(qtbot, win):
-    wf, c, proj = win.workflow, win.controller, win.controller.project
+    wf, c, proj = win.loop, win.controller, win.controller.project
     add_fake_run(proj, "run-a", 0.4)
     wf.models_panel.refresh()
     wf.models_panel.make_active("run-a")
@@ -177,7 +177,7 @@ def test_score_slider_hides_low_scores_live_and_accept_keeps_what_is_shown(qtbot
 
 
 def test_reject_selected_and_next_unreviewed(qtbot, win):
-    wf, c, proj = win.workflow, win.controller, win.controller.project
+    wf, c, proj = win.loop, win.controller, win.controller.project
     add_fake_run(proj, "run-a", 0.4)
     wf.models_panel.refresh()
     wf.models_panel.make_active("run-a")
@@ -196,7 +196,7 @@ def test_reject_selected_and_next_unreviewed(qtbot, win):
 
 
 def test_models_panel_activation_rule(qtbot, win):
-    wf, proj = win.workflow, win.controller.project
+    wf, proj = win.loop, win.controller.project
     panel = wf.models_panel
     add_fake_run(proj, "run-20240101-000000", 0.5)
     add_fake_run(proj, "run-20240102-000000", 0.3)
@@ -206,7 +206,7 @@ def test_models_panel_activation_rule(qtbot, win):
     assert panel.offer_new_run("run-20240101-000000")          # nothing active yet
     assert proj.active_model == "run-20240101-000000"
     assert not panel.offer_new_run("run-20240102-000000")      # worse: asked, said no
-    assert asked and "worse" in asked[0] and proj.active_model == "run-20240101-000000"
+    assert asked and "kept run-20240101-000000" in asked[0] and proj.active_model == "run-20240101-000000"
     panel.ask = lambda text: True
     assert panel.offer_new_run("run-20240102-000000")          # worse, but the user said yes
     assert proj.active_model == "run-20240102-000000"
@@ -254,7 +254,7 @@ def test_train_dialog_defaults_work_in_one_click(qtbot, win):
 
 
 def test_training_through_the_window_activates_the_new_model(qtbot, win, tmp_path):
-    wf, c, proj = win.workflow, win.controller, win.controller.project
+    wf, c, proj = win.loop, win.controller, win.controller.project
     for k in range(3):
         c.set_current_item(f"img{k}")
         m = np.ones((6, 6), bool)
@@ -280,15 +280,31 @@ def test_training_through_the_window_activates_the_new_model(qtbot, win, tmp_pat
     assert not wf.no_model_label.isVisible()
 
 
+def test_the_childs_activated_event_decides_not_stderr(qtbot, win, monkeypatch):
+    """The training child's `activated` event (engine.events) carries the activation rule's
+    verdict: the GUI keeps the old model and asks, quoting the event's reason."""
+    wf, proj = win.loop, win.controller.project
+    add_fake_run(proj, "run-a", 0.7)
+    assert wf.models_panel.make_active("run-a")
+    monkeypatch.setenv("FAKE_VERDICT", "keep")
+    asked = []
+    wf.models_panel.ask = lambda text: asked.append(text) or False
+    with qtbot.waitSignal(wf.runner.finished, timeout=30000):
+        assert wf.start_training({"arch": "r18fpn", "base": "scratch", "epochs": 1, "device": "cpu"})
+    qtbot.waitUntil(lambda: bool(asked), timeout=5000)
+    assert "kept run-a as the active model (mask_AP 0.700)" in asked[0]
+    assert proj.active_model == "run-a" and wf.runner.activated_event["active"] is False
+
+
 def test_a_training_crash_is_reported_and_the_project_untouched(qtbot, win, tmp_path):
-    wf, c, proj = win.workflow, win.controller, win.controller.project
+    wf, c, proj = win.loop, win.controller, win.controller.project
     manifest = proj.manifest_path.read_bytes()
     script = tmp_path / "crash.py"
     script.write_text("import json, sys\nprint(json.dumps({'event':'start','epochs':1,'iters_per_epoch':2}),"
                       " flush=True)\nsys.stderr.write('RuntimeError: CUDA out of memory\\n')\nsys.exit(1)\n")
     wf.runner._command_factory = lambda *a, **k: [sys.executable, str(script)]
     notes = []
-    win._notify = lambda msg, error=False: notes.append(msg)
+    win.notify = lambda msg, error=False: notes.append(msg)
     with qtbot.waitSignal(wf.runner.finished, timeout=20000):
         wf.start_training({"arch": "r18fpn", "base": "scratch", "epochs": 1, "device": "cpu"})
     assert notes and "out of memory" in notes[0]
@@ -298,7 +314,7 @@ def test_a_training_crash_is_reported_and_the_project_untouched(qtbot, win, tmp_
 
 def test_export_and_import_dialogs(qtbot, win, tmp_path):
     from pycocotools.coco import COCO
-    wf, c, proj = win.workflow, win.controller, win.controller.project
+    wf, c, proj = win.loop, win.controller, win.controller.project
     m = np.zeros((12, 12), bool)
     m[2:10, 3:9] = True
     c.paint_stroke(m, 20, 20)
@@ -329,7 +345,7 @@ def test_export_and_import_dialogs(qtbot, win, tmp_path):
 
 
 def test_first_run_dialog_offers_new_open_demo(qtbot, win):
-    wf = win.workflow
+    wf = win.loop
     wf._on_first_run = lambda choice: None  # do not open file dialogs or build the demo here
     dlg = wf.show_first_run()
     qtbot.addWidget(dlg)
@@ -347,7 +363,7 @@ def test_screenshots(qtbot, win, tmp_path):
     if not os.environ.get("MASKLOOP_SCREENSHOTS"):
         pytest.skip("set MASKLOOP_SCREENSHOTS=1 to write docs/img/*.png")
     out_dir.mkdir(parents=True, exist_ok=True)
-    wf, c, proj = win.workflow, win.controller, win.controller.project
+    wf, c, proj = win.loop, win.controller, win.controller.project
     add_fake_run(proj, "run-20240101-000000", 0.31)
     add_fake_run(proj, "run-20240102-000000", 0.47)
     wf.models_panel.refresh()
@@ -360,7 +376,7 @@ def test_screenshots(qtbot, win, tmp_path):
 
 def test_open_demo_project(qtbot, win, tmp_path):
     pytest.importorskip("engine.demo")
-    wf = win.workflow
+    wf = win.loop
     assert wf.open_demo(tmp_path / "demo")
     c = win.controller
     assert c.project.root == (tmp_path / "demo").resolve()
@@ -371,7 +387,7 @@ def test_open_demo_project(qtbot, win, tmp_path):
 
 
 def test_a_cancelled_run_is_resumed_from_the_model_menu(qtbot, win, tmp_path):
-    wf, proj = win.workflow, win.controller.project
+    wf, proj = win.loop, win.controller.project
     act = wf.act_resume_train
     assert not act.isEnabled()  # nothing to resume
     # a run that was cancelled after 1 of 3 epochs: last.pt, no model.pt (as the Trainer leaves it)

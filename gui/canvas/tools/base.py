@@ -11,7 +11,6 @@ from PyQt5 import QtCore, QtGui
 class Tool:
     name = ""           # registry key, e.g. "brush"
     label = ""          # shown in menus and the toolbar
-    shortcut = ""       # single key
     tip = ""
     cursor = QtCore.Qt.ArrowCursor
 

@@ -1,6 +1,7 @@
 """Brush: paint with a disk of the current size ([ and ] change it); a drag puts the disk
-on every pixel along the path (as engine.masks.paint_disk). A stroke paints onto
-the one selected instance, or starts a new instance of the current label. While dragging,
+on every pixel along the path (as engine.masks.paint_disk). A stroke that touches the one
+selected instance grows it (Shift: grow it wherever the stroke is); any other stroke starts
+a new instance of the current label (engine.editing.brush_stroke). While dragging,
 only the touched pixels of the overlay are repainted; on release the whole stroke becomes
 one undo step."""
 from __future__ import annotations
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from ... import theme
 from ..overlay import FILL, SEL_FILL, slot
 from .base import Tool, cosmetic_pen
 
@@ -27,8 +29,7 @@ def path_points(xa: int, ya: int, xb: int, yb: int) -> list[tuple[int, int]]:
 class BrushTool(Tool):
     name = "brush"
     label = "Brush"
-    shortcut = "B"
-    tip = "Paint onto the selected instance, or start a new one; [ and ] change the size"
+    tip = "Paint a new instance, or onto the selected one where the stroke touches it (Shift: always onto it); [ and ] change the size"
     cursor = QtCore.Qt.CrossCursor
     erase = False
 
@@ -36,7 +37,7 @@ class BrushTool(Tool):
         super().__init__(canvas)
         self._ring = QtWidgets.QGraphicsEllipseItem()
         self._ring.setZValue(30)
-        self._ring.setPen(cosmetic_pen(QtGui.QColor(255, 255, 255, 220), 1.0))
+        self._ring.setPen(cosmetic_pen(theme.color("canvas.ring"), 1.0))
         self._ring.setVisible(False)
         canvas.scene().addItem(self._ring)
         self._stroke: Optional[np.ndarray] = None
@@ -44,6 +45,7 @@ class BrushTool(Tool):
         self._last: Optional[tuple[int, int]] = None
         self._index = 0
         self._targets: Optional[list] = None
+        self._extend = False
 
     @property
     def busy(self) -> bool:
@@ -84,12 +86,15 @@ class BrushTool(Tool):
         H, W = ctl.annotation.shape
         self._stroke = np.zeros((H, W), bool)
         self._box = None
+        self._extend = bool(event.modifiers() & QtCore.Qt.ShiftModifier)
         if self.erase:
             sel = ctl.selected_instances()
             self._targets = sel or None
         else:
             sel = ctl.selected_instances()
-            if len(sel) == 1:
+            x, y = self.pixel(pos)
+            # preview in the colour of where the stroke will most likely go (decided on release)
+            if len(sel) == 1 and (self._extend or sel[0].id in ctl.instances_at(x, y)):
                 self._index = slot(self.canvas.color_index(sel[0])) + SEL_FILL
             else:
                 self._index = slot(self.canvas.label_index(ctl.ensure_label())) + FILL
@@ -139,7 +144,7 @@ class BrushTool(Tool):
             if self._targets is None:
                 overlay.paint_mask(m, bx0, by0, 0)
             else:
-                from ...edits import window_of
+                from engine.history import window_of
                 cover = np.zeros_like(m)
                 for inst in self._targets:
                     cover |= window_of(inst, (bx0, by0, bx1, by1))
@@ -155,7 +160,7 @@ class BrushTool(Tool):
             return False
         x0, y0, x1, y1 = box
         mask = stroke[y0:y1, x0:x1].copy()
-        done = self.controller.paint_stroke(mask, x0, y0, erase=self.erase)
+        done = self.controller.paint_stroke(mask, x0, y0, erase=self.erase, extend=self._extend)
         if not done:  # nothing changed: take the preview away
             self.canvas.rerender((x0, y0, x1, y1))
         return done

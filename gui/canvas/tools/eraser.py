@@ -8,6 +8,5 @@ from .brush import BrushTool
 class EraserTool(BrushTool):
     name = "eraser"
     label = "Eraser"
-    shortcut = "E"
     tip = "Erase from the selected instances, or from all; [ and ] change the size"
     erase = True

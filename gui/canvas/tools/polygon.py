@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from ... import theme
 from .base import Tool, cosmetic_pen
 
 
 class PolygonTool(Tool):
     name = "polygon"
     label = "Polygon"
-    shortcut = "P"
     tip = "Click vertices; double-click or Enter closes; Esc cancels; Backspace removes the last vertex"
     cursor = QtCore.Qt.CrossCursor
 
@@ -32,7 +32,7 @@ class PolygonTool(Tool):
         ctl = self.controller
         sel = ctl.selected_instances()
         name = sel[0].label if len(sel) == 1 else ctl.current_label
-        return QtGui.QColor(*ctl.label_color(name)) if name else QtGui.QColor("yellow")
+        return QtGui.QColor(*ctl.label_color(name)) if name else theme.color("canvas.line")
 
     def _redraw(self) -> None:
         if not self.points:

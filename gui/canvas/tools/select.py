@@ -10,7 +10,6 @@ from .base import Tool
 class SelectTool(Tool):
     name = "select"
     label = "Select"
-    shortcut = "V"
     tip = "Click: pick the top instance; Tab: next one under the same point; Shift/Ctrl+click: add or remove"
     cursor = QtCore.Qt.ArrowCursor
 
@@ -23,7 +22,7 @@ class SelectTool(Tool):
         if event.button() != QtCore.Qt.LeftButton:
             return False
         x, y = self.pixel(pos)
-        hits = self.controller.instances_at(x, y)
+        hits = self.canvas.instances_at(x, y)   # instances the score slider hides are not picked
         mods = event.modifiers()
         if mods & (QtCore.Qt.ShiftModifier | QtCore.Qt.ControlModifier):
             if hits:

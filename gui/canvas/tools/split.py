@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from PyQt5 import QtCore, QtGui, QtWidgets
 
+from ... import theme
 from .base import Tool, cosmetic_pen
 
 
 class SplitTool(Tool):
     name = "split"
     label = "Split"
-    shortcut = "X"
     tip = "Drag a line across an instance to cut it"
     cursor = QtCore.Qt.CrossCursor
 
@@ -19,7 +19,7 @@ class SplitTool(Tool):
         self.points: list[QtCore.QPointF] = []
         self._item = QtWidgets.QGraphicsPathItem()
         self._item.setZValue(20)
-        self._item.setPen(cosmetic_pen(QtGui.QColor(255, 255, 255), 1.5, QtCore.Qt.DashLine))
+        self._item.setPen(cosmetic_pen(theme.color("canvas.line"), 1.5, QtCore.Qt.DashLine))
         self._item.setVisible(False)
         canvas.scene().addItem(self._item)
 

@@ -4,7 +4,8 @@ An edit is a list of ops applied in order (undo: reverse order, backwards). A ma
 keeps only the pixels of the changed rectangle, bit-packed, before and after (as napari's
 Labels layer does), so one brush stroke on a huge instance costs a few bytes per changed
 pixel, not two copies of the instance. Added/removed instances keep their (bbox-cropped)
-Instance object. No Qt here: gui.controller wraps a list of ops in a QUndoCommand.
+Instance object. No Qt here: gui.undo wraps a list of ops in a QUndoCommand.
+The edit intents that produce the changes live in engine.editing.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def window_of(inst: Instance, region: Region) -> np.ndarray:
     return out
 
 
-def _reshape(inst: Instance, geom: tuple[int, int, int, int]) -> None:
+def reshape_to(inst: Instance, geom: tuple[int, int, int, int]) -> None:
     """Re-crop the instance's mask to geom (x0, y0, w, h), keeping overlapping pixels."""
     x0, y0, w, h = geom
     if (inst.x0, inst.y0, inst.width, inst.height) == geom:
@@ -56,11 +57,11 @@ def _reshape(inst: Instance, geom: tuple[int, int, int, int]) -> None:
     inst.mask, inst.x0, inst.y0 = new, x0, y0
 
 
-def _geom(inst: Instance) -> tuple[int, int, int, int]:
+def geometry_of(inst: Instance) -> tuple[int, int, int, int]:
     return (inst.x0, inst.y0, inst.width, inst.height)
 
 
-class _Bits:
+class PackedBits:
     """A bool array stored bit-packed (8x smaller)."""
     __slots__ = ("shape", "data")
 
@@ -92,8 +93,8 @@ class PatchOp(Op):
     region: Region
     before_geom: tuple[int, int, int, int]
     after_geom: tuple[int, int, int, int]
-    before: _Bits
-    after: _Bits
+    before: PackedBits
+    after: PackedBits
 
     @classmethod
     def make(cls, inst: Instance, new: Instance, hint: Optional[Region] = None) -> Optional["PatchOp"]:
@@ -102,7 +103,7 @@ class PatchOp(Op):
         if hint is not None:
             region = intersect_region(region, hint) or (hint[0], hint[1], hint[0], hint[1])
         if region[2] <= region[0] or region[3] <= region[1]:
-            if _geom(inst) == _geom(new):
+            if geometry_of(inst) == geometry_of(new):
                 return None
             region = (region[0], region[1], region[0], region[1])
             a = b = np.zeros((0, 0), bool)
@@ -111,7 +112,7 @@ class PatchOp(Op):
             diff = a ^ b
             rows = np.flatnonzero(diff.any(axis=1))
             if rows.size == 0:
-                if _geom(inst) == _geom(new):
+                if geometry_of(inst) == geometry_of(new):
                     return None
                 region = (region[0], region[1], region[0], region[1])
                 a = b = np.zeros((0, 0), bool)
@@ -120,14 +121,14 @@ class PatchOp(Op):
                 r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
                 a, b = a[r0:r1, c0:c1], b[r0:r1, c0:c1]
                 region = (region[0] + int(c0), region[1] + int(r0), region[0] + int(c1), region[1] + int(r1))
-        return cls(inst.id, region, _geom(inst), _geom(new), _Bits(a), _Bits(b))
+        return cls(inst.id, region, geometry_of(inst), geometry_of(new), PackedBits(a), PackedBits(b))
 
     def apply(self, ann: ItemAnnotation, forward: bool) -> Optional[Region]:
         inst = ann.find(self.inst_id)
         if inst is None:
             raise RuntimeError(f"undo history out of step: no instance {self.inst_id}")
         geom, bits = (self.after_geom, self.after) if forward else (self.before_geom, self.before)
-        _reshape(inst, geom)
+        reshape_to(inst, geom)
         x0, y0, x1, y1 = self.region
         if x1 > x0 and y1 > y0:
             patch = bits.unpack()
@@ -245,7 +246,7 @@ def build_and_apply(ann: ItemAnnotation, changes: list[Change]) -> tuple[list[Op
             patch = PatchOp.make(cur, new, ch.hint)
             if patch is not None:
                 op_list.append(patch)
-            after = {name: getattr(new, name) for name in ("label", "score", "source", "model")}
+            after = {name: getattr(new, name) for name in ("label", "score", "source", "model", "object_id")}
             if (patch is not None or new.label != cur.label) and cur.source == new.source == "model":
                 # a corrected prediction is the user's now: auto-segment replaces model
                 # output but keeps manual instances, so the correction survives a re-run
@@ -258,3 +259,27 @@ def build_and_apply(ann: ItemAnnotation, changes: list[Change]) -> tuple[list[Op
             structural = structural or op.structural
             ops.append(op)
     return ops, region, structural
+
+
+def replay(ann: ItemAnnotation, ops: list[Op], forward: bool) -> tuple[Optional[Region], bool]:
+    """Apply recorded ops again (redo) or backwards (undo); (changed region, structural)."""
+    region: Optional[Region] = None
+    structural = False
+    for op in (ops if forward else reversed(ops)):
+        region = union_region(region, op.apply(ann, forward))
+        structural = structural or op.structural
+    return region, structural
+
+
+def touches_status(ops: list[Op]) -> bool:
+    return any(isinstance(o, StatusOp) for o in ops)
+
+
+def rename_label_in_ops(ops: list[Op], old: str, new: str) -> None:
+    """A renamed label: recorded history names it too, so undo brings back the new name."""
+    for op in ops:
+        if isinstance(op, AttrOp) and op.name == "label":
+            op.before = new if op.before == old else op.before
+            op.after = new if op.after == old else op.after
+        elif isinstance(op, (AddOp, RemoveOp)) and op.inst.label == old:
+            op.inst.label = new

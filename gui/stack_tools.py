@@ -1,0 +1,253 @@
+"""Stacks and 3-D objects in the main window (an extension: `install(window)`).
+
+- The canvas scrolls slices with the wheel and sets window/level with a right-drag
+  (gui.canvas.stack_input).
+- Selecting an instance that belongs to a 3-D object shows the object and its extent
+  (first–last slice) in the status bar, and the object's outline on the previous and next
+  slice faintly on the canvas (gui.canvas.neighbour_outlines).
+- Copy to next / previous slice (Ctrl+] / Ctrl+[): the selected instances' masks go onto
+  the adjacent slice as new instances of the same objects, and that slice opens with them
+  selected, so the user corrects the copy at once. The copy is one undo step on that slice;
+  an instance without an object first gets one (one undo step on its own slice).
+- Link objects in this stack: the engine's linker (engine.objects) over every slice of the
+  stack, as `maskloop link` does; Unlink from 3-D object: the selected instances leave their
+  objects (one undo step on this slice).
+- The orthogonal views dock (gui.panels.orthogonal).
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Optional
+
+from PyQt5 import QtCore, QtWidgets
+
+from engine.annotations import Instance, new_id
+
+from .canvas import stack_input
+from .canvas.neighbour_outlines import NeighbourOutlines
+from engine.history import Change
+from .object_index import ObjectIndex
+
+
+def short_object_id(object_id: str) -> str:
+    return object_id if len(object_id) <= 8 else object_id[:8]
+
+
+class StackTools(QtCore.QObject):
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        self.window = window
+        self.controller = c = window.controller
+        self.canvas = window.canvas
+        self.input = stack_input.install(self.canvas)
+        self.index = ObjectIndex(c, self)
+        self.outlines = NeighbourOutlines(self.canvas.scene())
+        self.show_neighbours = True
+        self.object_label = QtWidgets.QLabel()
+        self.object_label.setObjectName("objectInfo")
+        window.statusBar().addPermanentWidget(self.object_label)
+        self._build_actions()
+        self._build_dock()
+        c.selectionChanged.connect(self.refresh)
+        c.currentItemChanged.connect(self.refresh)
+        c.instancesChanged.connect(self.refresh)
+        c.labelsChanged.connect(self.refresh)
+        c.projectClosed.connect(self.refresh)
+        self.index.changed.connect(self.refresh)
+        window.destroyed.connect(self.index.shutdown)
+        self.refresh()
+
+    # ------------------------------------------------------------------ building
+    def _build_actions(self) -> None:
+        w = self.window
+        A = w.add_action
+        menu = "item"
+        w.menu(menu).addSeparator()
+        self.act_next = A(menu, "Copy to next slice", lambda: self.copy_to_slice(+1),
+                          name="copy to next slice",
+                          tip="Put the selected instances on the next slice as the same 3-D objects")
+        self.act_prev = A(menu, "Copy to previous slice", lambda: self.copy_to_slice(-1),
+                          name="copy to previous slice",
+                          tip="Put the selected instances on the previous slice as the same 3-D objects")
+        self.act_link = A(menu, "Link objects in this stack", self.link_stack, name="link objects",
+                          tip="Link instances of the same label on adjacent slices into 3-D objects (by overlap)")
+        self.act_unlink = A(menu, "Unlink from 3-D object", self.unlink_selected, name="unlink object",
+                            tip="The selected instances leave their 3-D objects (each becomes its own)")
+        self.act_neigh = A("view", "Neighbour slice outlines", self.set_show_neighbours,
+                           name="neighbour outlines", checkable=True,
+                           tip="Outline the selected 3-D object as it lies on the previous (cyan, dashed) "
+                               "and next (yellow, dotted) slice")
+        self.act_neigh.setChecked(True)
+        colour = w.actions.get("colour by instance")
+        if colour is not None:  # the canvas colours a 3-D object alike on every slice
+            colour.setText("&Colour by object / instance")
+        c = self.controller
+        for sig in (c.currentItemChanged, c.selectionChanged, c.projectClosed, c.instancesChanged):
+            sig.connect(self._update_enabled)
+        self._update_enabled()
+
+    def _build_dock(self) -> None:
+        from .panels.orthogonal import OrthogonalPanel
+        self.ortho = OrthogonalPanel(self.controller, self.canvas)
+        dock = self.window.add_dock("orthogonal", "Orthogonal views", self.ortho,
+                                    QtCore.Qt.RightDockWidgetArea)
+        dock.hide()  # optional: View > Panels
+        dock.visibilityChanged.connect(self.ortho.set_active)
+
+    def _update_enabled(self, *_args) -> None:
+        c = self.controller
+        on_stack = len(c.slice_items()) > 1 if c.item_id else False
+        has_sel = bool(c.selection)
+        self.act_next.setEnabled(on_stack and has_sel)
+        self.act_prev.setEnabled(on_stack and has_sel)
+        engine_has = self.objects_module() is not None
+        self.act_link.setEnabled(on_stack and engine_has)
+        self.act_unlink.setEnabled(engine_has and any(i.object_id for i in c.selected_instances()))
+
+    # ------------------------------------------------------------------ object info + outlines
+    def set_show_neighbours(self, on: bool) -> None:
+        self.show_neighbours = bool(on)
+        self.refresh()
+
+    def selected_objects(self) -> list[Instance]:
+        return [i for i in self.controller.selected_instances() if i.object_id]
+
+    def object_text(self) -> str:
+        """'object 1a2b3c4d · slices 3–9 (7)' for the selected instance; '' when none."""
+        c = self.controller
+        sel = c.selected_instances()
+        if len(sel) != 1:
+            return ""
+        inst = sel[0]
+        if not inst.object_id:
+            return "no 3-D object" if len(c.slice_items()) > 1 else ""
+        text = f"object {short_object_id(inst.object_id)}"
+        if len(c.slice_items()) <= 1:
+            return text
+        ext = self.index.extent(inst.object_id)
+        if ext is None:
+            return text + " · slices …"
+        first, last, n = ext
+        gaps = "" if n == last - first + 1 else f", {n} with it"
+        return text + f" · slices {first + 1}–{last + 1} ({last - first + 1}{gaps})"
+
+    def refresh(self, *_args) -> None:
+        c = self.controller
+        self.object_label.setText(self.object_text())
+        self.outlines.clear()
+        if not self.show_neighbours or c.item_id is None or c.project is None:
+            return
+        objs = {i.object_id: i.label for i in self.selected_objects()}
+        if not objs:
+            return
+        ids = c.slice_items()
+        k = ids.index(c.item_id) if c.item_id in ids else -1
+        hidden = c.hidden_labels()
+        for side in (-1, +1):
+            j = k + side
+            if k < 0 or not 0 <= j < len(ids):
+                continue
+            ann = self.index.annotation(ids[j])
+            if ann is None:
+                continue  # being read: index.changed brings it
+            there = [i for i in ann.instances if i.object_id in objs and i.label not in hidden]
+            if there:
+                self.outlines.show(side, there)
+
+    # ------------------------------------------------------------------ copy to a slice
+    def copy_to_slice(self, step: int) -> bool:
+        """The selected instances onto the slice `step` away, as the same objects."""
+        c = self.controller
+        sel = c.selected_instances()
+        ids = c.slice_items()
+        if not sel or c.item_id not in ids:
+            c.message.emit("select an instance on a stack slice to copy")
+            return False
+        k = ids.index(c.item_id) + step
+        if not 0 <= k < len(ids):
+            c.message.emit("no " + ("next" if step > 0 else "previous") + " slice")
+            return False
+        loose = [i for i in sel if not i.object_id]
+        if loose:
+            c.commit("Start 3-D object", [Change(i, i.copy(object_id=new_id())) for i in loose],
+                     select=[i.id for i in sel])
+            sel = c.selected_instances()
+        copies = [(i.mask.copy(), i.x0, i.y0, i.label, i.object_id) for i in sel]
+        if not c.set_current_item(ids[k]):
+            return False
+        there = {i.object_id: i.id for i in c.annotation.instances if i.object_id}
+        new = [Instance(mask=m, x0=x0, y0=y0, label=lab, object_id=oid, source="manual")
+               for m, x0, y0, lab, oid in copies if oid not in there]
+        kept = [there[oid] for *_rest, oid in copies if oid in there]
+        if new:
+            c.commit(f"Copy from the {'previous' if step > 0 else 'next'} slice",
+                     [Change(None, n) for n in new])
+        c.set_selection([n.id for n in new] + kept)
+        msg = f"copied {len(new)} instance(s) to the {'next' if step > 0 else 'previous'} slice"
+        if kept:
+            msg += f"; {len(kept)} object(s) were there already (selected, not copied)"
+        c.message.emit(msg)
+        return bool(new)
+
+    # ------------------------------------------------------------------ linking
+    @staticmethod
+    def objects_module():
+        """engine.objects (linking, link/unlink/split) when this build has it, else None."""
+        if importlib.util.find_spec("engine.objects") is None:
+            return None
+        from engine import objects
+        return objects
+
+    def link_stack(self) -> bool:
+        """Link the whole stack by overlap (the engine's rule; `maskloop link` does the same).
+
+        It rewrites the slices' files, so it is not an undo step; linking again after an
+        edit is always safe (objects keep their ids where they can)."""
+        c = self.controller
+        objects = self.objects_module()
+        if objects is None or c.item_id is None or len(c.slice_items()) <= 1:
+            return False
+        if not c.flush():
+            c.error.emit("the current slice could not be saved; not linking")
+            return False
+        from engine.errors import CancelledError, MaskLoopError
+        from .background import run_with_progress
+        source = str(c.item.source)
+        try:
+            result = run_with_progress(self.window, "Linking objects", objects.link_project, c.project, source)
+        except CancelledError:
+            return False
+        except MaskLoopError as e:
+            c.error.emit(e.one_line())
+            return False
+        c.reload_current()
+        self.index.refresh()
+        self.ortho.volume.stop()
+        self.ortho.set_active(self.ortho.active)
+        c.message.emit(f"linked {result.get('instances', 0)} instance(s) into {result.get('objects', 0)} "
+                       f"object(s); {result.get('items_changed', 0)} slice(s) changed")
+        return True
+
+    def unlink_selected(self) -> bool:
+        """The selected instances leave their objects (each its own object): one undo step."""
+        c = self.controller
+        objects = self.objects_module()
+        sel = [i for i in c.selected_instances() if i.object_id]
+        if objects is None or not sel:
+            return False
+        changed = objects.unlink([c.annotation], [(c.item_id, i.id) for i in sel])
+        if not changed:
+            return False
+        new_ids = {i.id: i.object_id for i in changed[0].instances}
+        return c.commit("Unlink from 3-D object",
+                        [Change(i, i.copy(object_id=new_ids[i.id])) for i in sel if i.id in new_ids],
+                        select=[i.id for i in sel])
+
+
+def install(window) -> StackTools:
+    existing = getattr(window, "stack_tools", None)
+    if isinstance(existing, StackTools):
+        return existing
+    tools = StackTools(window)
+    window.stack_tools = tools
+    return tools
