@@ -79,13 +79,18 @@ def _segment(root: Path, model: Path, nproc: int = 1, *extra: str) -> subprocess
 
 
 def _results(proj: Project) -> dict:
-    """Per item: status and the instances (label, source, place, mask, score), order-free."""
-    out = {}
+    """Per item: status and the instances (label, source, place, mask, score, 3-D object),
+    order-free. Object ids are random: each is named by its first appearance in item order."""
+    out, names = {}, {}
     for it in proj.items:
         ann = proj.load_annotation(it.id)
+        insts = sorted(ann.instances, key=lambda i: (i.y0, i.x0, i.mask.shape, i.mask.tobytes()))
+        for i in insts:
+            if i.object_id and i.object_id not in names:
+                names[i.object_id] = f"object {len(names)}"
         out[it.id] = (ann.status, sorted((i.label, i.source, i.x0, i.y0, i.mask.shape, i.mask.tobytes(),
-                                          None if i.score is None else round(i.score, 4), i.object_id or "")
-                                         for i in ann.instances))
+                                          None if i.score is None else round(i.score, 4),
+                                          names.get(i.object_id, "")) for i in insts))
     return out
 
 
