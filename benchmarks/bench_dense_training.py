@@ -183,6 +183,7 @@ def main() -> None:
     ap.add_argument("--step", action="store_true", help="time a whole training step")
     ap.add_argument("--arch", default="r50fpn", help="--step: the architecture (default r50fpn)")
     ap.add_argument("--loader", action="store_true", help="time building one training sample's target")
+    ap.add_argument("--json", default=None, help="also write the rows as JSON to this file (gpu_check.sh)")
     args = ap.parse_args()
     if args.loader:
         loader(args)
@@ -195,13 +196,19 @@ def main() -> None:
     what = f"training step of {args.arch}" if args.step else f"{args.rois} positive proposals"
     print(f"{args.objects} objects in {args.size}x{args.size}, {what}")
     print(f"{'device':8} {'contender':12} {'ms/call':>9} {'peak MB':>9} {'max |diff|':>11}")
+    rows = []
     for dev in devices:
         args.device = dev
         for which in ("torchvision", "maskloop"):
             r = run(which, args)
+            rows.append(dict(r, device=dev, contender=which))
             print(f"{dev:8} {which:12} {r['ms']:9.1f} {r['peak_mb']:9.0f} {r['max_diff']:11.2e}")
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name(0)}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"bench": "dense_step" if args.step else "dense_targets",
+                                               "objects": args.objects, "size": args.size, "arch": args.arch,
+                                               "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def worker(kind: str, device_name: str, ckpt_path: str, n: int, size: int, warmup: int, batch: int) -> dict:
+def worker(kind: str, device_name: str, ckpt_path: str, n: int, size: int, warmup: int, batch: int,
+           baseline_size: int = 0) -> dict:
     import numpy as np
     import torch
     from engine.model.build import load_checkpoint
@@ -78,8 +79,9 @@ def worker(kind: str, device_name: str, ckpt_path: str, n: int, size: int, warmu
     dets, per_image = [], []
     if kind == "torchvision":
         import torchvision
+        size_kw = {"min_size": baseline_size, "max_size": baseline_size} if baseline_size else {}
         model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                                                   num_classes=2)
+                                                                   num_classes=2, **size_kw)
         model.load_state_dict(ck["state_dict"])  # strict: the very same weights
         model.eval().to(device)
         policy = ck["normalization"]
@@ -141,7 +143,7 @@ def worker(kind: str, device_name: str, ckpt_path: str, n: int, size: int, warmu
 def run_worker_process(kind, device, ckpt, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--devices", device, "--ckpt", str(ckpt),
            "--images", str(args.images if device == "cpu" else args.cuda_images), "--size", str(args.size),
-           "--warmup", str(args.warmup), "--batch", str(args.batch)]
+           "--warmup", str(args.warmup), "--batch", str(args.batch), "--baseline-size", str(args.baseline_size)]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
     if out.returncode != 0:
         raise RuntimeError(f"{kind} on {device} failed:\n{out.stderr[-3000:]}")
@@ -156,12 +158,16 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batch", type=int, default=8, help="MaskLoop batch size for the batched CUDA run")
+    ap.add_argument("--baseline-size", type=int, default=0,
+                    help="resize of the torchvision baseline (default 0: its own 800 px; small for a dry run)")
+    ap.add_argument("--json", default=None, help="also write the rows as JSON to this file (gpu_check.sh)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.worker:
-        res = worker(args.worker, args.devices, args.ckpt, args.images, args.size, args.warmup, args.batch)
+        res = worker(args.worker, args.devices, args.ckpt, args.images, args.size, args.warmup, args.batch,
+                     args.baseline_size)
         print(json.dumps(res))
         return 0
 
@@ -196,6 +202,9 @@ def main(argv=None) -> int:
                 "maskloop-batched": f"MaskLoop Predictor.predict_many (batch {args.batch})"}[r["kind"]]
         print(f"| {r['device']} | {name} | {r['run_px']} | {r['images']} | {r['images_per_s']:.3f} | "
               f"{1 / r['images_per_s']:.2f} | {r['best_s_per_image']:.2f} | {r['dets_per_image']:.0f} | {mem} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"bench": "inference", "size": args.size, "batch": args.batch,
+                                               "rows": rows}, indent=1))
     print()
     for dev in devices:
         base = next((r for r in rows if r["kind"] == "torchvision" and r["device"].startswith(dev)), None)

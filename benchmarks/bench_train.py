@@ -57,8 +57,9 @@ def child_baseline(args) -> dict:
     ds = InstanceDataset(snap.items, percentile_policy())
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, collate_fn=collate,
                                          num_workers=0, drop_last=True)
+    size_kw = {"min_size": args.baseline_size, "max_size": args.baseline_size} if args.baseline_size else {}
     model = torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None,
-                                                               num_classes=len(snap.label_names) + 1)
+                                                               num_classes=len(snap.label_names) + 1, **size_kw)
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
@@ -128,7 +129,8 @@ def child_maskloop(args) -> dict:
 def run_child(name: str, args, extra: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--child", name, "--project", args.project, "--device", args.device,
            "--size", str(args.size), "--images", str(args.images), "--batch", str(args.batch),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), *extra]
+           "--steps", str(args.steps), "--warmup", str(args.warmup),
+           *(["--baseline-size", str(args.baseline_size)] if args.baseline_size else []), *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     if r.returncode != 0:
         raise SystemExit(f"{name} failed:\n{r.stderr[-3000:]}")
@@ -143,6 +145,11 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 3 CPU, 20 CUDA)")
     ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--baseline-size", type=int, default=None,
+                    help="resize of the torchvision baseline (default: its own 800 px; small for a dry run)")
+    ap.add_argument("--arches", default=None,
+                    help="MaskLoop architectures, comma-separated (default r50fpn, and r18fpn on the CPU)")
+    ap.add_argument("--json", default=None, help="also write the rows as JSON to this file (gpu_check.sh)")
     ap.add_argument("--child", choices=("baseline", "maskloop"), help=argparse.SUPPRESS)
     ap.add_argument("--project", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--arch", default="r50fpn", help=argparse.SUPPRESS)
@@ -154,6 +161,7 @@ def main(argv=None) -> int:
     import torch  # only to see whether CUDA is there
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     cpu_threads = torch.get_num_threads()
+    report = []
     for dev in devices:
         cuda = dev.startswith("cuda")
         a = argparse.Namespace(**vars(args))
@@ -171,16 +179,21 @@ def main(argv=None) -> int:
             name = torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores, {cpu_threads} threads)"
             print(f"device: {name}; {a.images} synthetic nuclei images {a.size}x{a.size} (16-bit), batch {a.batch}, "
                   f"{a.warmup} warm-up + {a.steps} timed steps")
-            rows = [("torchvision reference loop, maskrcnn_resnet50_fpn (800 px resize, fp32)",
+            resize = f"{args.baseline_size} px" if args.baseline_size else "800 px"
+            rows = [(f"torchvision reference loop, maskrcnn_resnet50_fpn ({resize} resize, fp32)",
                      run_child("baseline", a, []))]
-            rows.append(("MaskLoop Trainer, r50fpn (native res" + (", bf16 AMP, channels_last)" if cuda else ")"),
-                         run_child("maskloop", a, ["--arch", "r50fpn"])))
-            if not cuda:
-                rows.append(("MaskLoop Trainer, r18fpn (CPU default)", run_child("maskloop", a, ["--arch", "r18fpn"])))
+            arches = args.arches.split(",") if args.arches else ["r50fpn"] + ([] if cuda else ["r18fpn"])
+            for arch in arches:
+                how = "native res" + (", bf16 AMP, channels_last" if cuda else "") + \
+                    (", CPU default" if arch == "r18fpn" and not cuda else "")
+                rows.append((f"MaskLoop Trainer, {arch} ({how})", run_child("maskloop", a, ["--arch", arch])))
             base = rows[0][1]["images_per_s"]
+            report += [dict(r, device=dev, device_name=name, label=label, size=a.size, batch=a.batch) for label, r in rows]
             for label, r in rows:
                 print(f"  {label:<72} {r['images_per_s']:8.2f} images/s  ({r['images_per_s'] / base:5.2f}x)  "
                       f"peak {'GPU' if cuda else 'RSS'} {r['peak_mb']:8.0f} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"bench": "train", "rows": report}, indent=1))
     return 0
 
 

@@ -1,7 +1,7 @@
 """Model subcommands: segment, train, evaluate, demo (DESIGN.md section 6).
 
     maskloop segment PROJECT [--model RUN_OR_PATH] [--items all|new|ID...] [--score 0.5] [--tile N] [--overlap N]
-                     [--device auto|cpu|cuda]
+                     [--device auto|cpu|cuda] [--resume]
     maskloop train PROJECT [--arch NAME] [--base scratch|coco|imagenet|active|RUN_OR_PATH] [--epochs N] [--minutes N]
                    [--device auto|cpu|cuda] [--progress jsonl] [--batch-size N] [--lr X]
                    [--optimizer adamw|sgd] [--seed N] [--val-fraction F] [--crop N]
@@ -12,6 +12,7 @@
     maskloop demo [DIR]
 
 torch is imported inside the handlers only, so `maskloop info` and friends never load it.
+`segment` under torchrun shares the items out over the ranks (engine.model.batch_segment).
 `train` under torchrun (WORLD_SIZE > 1) initialises the process group (NCCL on CUDA,
 gloo on CPU) and trains with DistributedDataParallel; rank 0 alone writes and prints.
 Ctrl+C (or SIGTERM) during train saves a resumable checkpoint and reports "cancelled";
@@ -83,6 +84,8 @@ def register(subparsers) -> None:
                    help="which items: all (default), new (never segmented or annotated), or item ids")
     p.add_argument("--score", type=_score, default=DEFAULT_SCORE,
                    help=f"score threshold (default {DEFAULT_SCORE})")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the items an interrupted run of the same command already wrote")
     _add_predictor_args(p)
     p.set_defaults(func=cmd_segment)
 
@@ -197,14 +200,29 @@ def cmd_segment(args) -> int:
     tiling = _tiling(args)
     if tiling is None:
         return 2
-    pred = Predictor(model_path, device=args.device, expected_labels=proj.labels, **tiling)
-    res = pred.predict_items(proj, ids, score_threshold=args.score, tile=args.tile,
-                             progress=TerminalProgress("segmenting"))
-    n, sk = len(res["predicted"]), len(res["skipped"])
-    extra = f"; skipped {sk} reviewed item(s)" if sk else ""
-    print(f"segmented {n} item(s) with {pred.run or model_path}: {res['instances']} instance(s){extra}")
+    # under torchrun the items are shared out over the ranks (engine.model.batch_segment)
+    from ..model import distributed
+    from ..model.batch_segment import run_key, segment_distributed
     from ..objects import link_after_segment  # slices of a stack: instances become 3-D objects
-    linked = link_after_segment(proj, res["predicted"])
+    started = distributed.init_from_env(args.device)
+    try:
+        _, rank, _ = distributed.dist_info()
+        pred = Predictor(model_path, device=args.device, expected_labels=proj.labels, **tiling)
+        res = segment_distributed(proj, pred, ids, score_threshold=args.score, tile=args.tile, resume=args.resume,
+                                  key=run_key(model_path, ids, args.score, args.tile, args.overlap),
+                                  progress=TerminalProgress("segmenting") if rank == 0 else None,
+                                  after=lambda done: link_after_segment(proj, done))
+    finally:
+        if started:
+            distributed.shutdown()
+    if rank != 0:
+        return 0
+    t = res["total"]
+    extra = (f"; skipped {t['skipped']} reviewed item(s)" if t["skipped"] else "") + \
+        (f"; {t['resumed']} item(s) already done by the interrupted run" if t["resumed"] else "")
+    print(f"segmented {t['predicted']} item(s) with {pred.run or model_path}: {t['instances']} instance(s){extra}"
+          + (f" on {res['world']} processes" if res["world"] > 1 else ""))
+    linked = t["after"]
     if linked:
         print(f"linked them across slices into {linked['objects']} 3-D object(s) on {linked['stacks']} stack(s)")
     return 0

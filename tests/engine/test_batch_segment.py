@@ -1,0 +1,141 @@
+"""Batch inference on torch.distributed: `torchrun --nproc_per_node 2 main.py segment` on CPU
+(gloo) writes, item for item, what one process writes; --resume skips what a run wrote."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from engine.demo import synthetic_project
+from engine.model.batch_segment import JOURNAL_DIR, run_key, shard
+from engine.project import Project
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shard_keeps_a_stack_on_one_rank_and_balances():
+    items = [SimpleNamespace(id=f"s{s}_{z}", source=s) for s, n in enumerate([5, 1, 1, 3, 1, 1]) for z in range(n)]
+    plan = shard(items, 2)
+    assert sorted(sum(plan, [])) == sorted(it.id for it in items)  # every item once
+    for s in range(6):
+        owners = {r for r, ids in enumerate(plan) if any(i.startswith(f"s{s}_") for i in ids)}
+        assert len(owners) == 1  # a stack stays together
+    assert sorted(len(p) for p in plan) == [6, 6]
+    order = [it.id for it in items]
+    assert all(p == sorted(p, key=order.index) for p in plan)  # project order within a rank
+    assert shard(items, 1) == [order]
+    assert shard(items, 20)[19] == []  # more ranks than stacks: some idle, none fails
+
+
+@pytest.fixture(scope="module")
+def segmented_src(tmp_path_factory):
+    """4 nuclei images and a 5-slice stack, and a model trained on them for a few seconds."""
+    import tifffile
+    from engine.model.train import TrainConfig, train_project
+    root = tmp_path_factory.mktemp("bseg") / "p"
+    proj = synthetic_project(root, "nuclei", 4, 96, seed=1, reviewed=2)
+    stack = np.stack([proj.load_image(it.id) for it in proj.items] + [proj.load_image(proj.items[0].id)])
+    tifffile.imwrite(root / "images" / "stack.tif", stack, photometric="minisblack")
+    proj.add(root / "images" / "stack.tif")
+    cfg = TrainConfig(arch="r18fpn", base="scratch", epochs=3, batch_size=2, device="cpu", seed=0,
+                      val_fraction=0.0, rois_per_image=64, rpn_post_nms_train=300, keep_last=False)
+    res = train_project(proj, cfg, callbacks=[])
+    model = root.parent / "model.pt"
+    shutil.copyfile(res.model_path, model)
+    return root, model
+
+
+def _copy(src: Path, dst: Path) -> Project:
+    shutil.copytree(src, dst)
+    return Project.open(dst)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _segment(root: Path, model: Path, nproc: int = 1, *extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    args = [str(REPO / "main.py"), "segment", str(root), "--model", str(model), "--device", "cpu",
+            "--score", "0.05", *extra]
+    if nproc == 1:
+        cmd = [sys.executable, *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+               "127.0.0.1", "--master_port", str(_free_port()), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=400)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _results(proj: Project) -> dict:
+    """Per item: status and the instances (label, source, place, mask, score, 3-D object),
+    order-free. Object ids are random: each is named by its first appearance in item order."""
+    out, names = {}, {}
+    for it in proj.items:
+        ann = proj.load_annotation(it.id)
+        insts = sorted(ann.instances, key=lambda i: (i.y0, i.x0, i.mask.shape, i.mask.tobytes()))
+        for i in insts:
+            if i.object_id and i.object_id not in names:
+                names[i.object_id] = f"object {len(names)}"
+        out[it.id] = (ann.status, sorted((i.label, i.source, i.x0, i.y0, i.mask.shape, i.mask.tobytes(),
+                                          None if i.score is None else round(i.score, 4),
+                                          names.get(i.object_id, "")) for i in insts))
+    return out
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process_and_resume_skips(segmented_src, tmp_path):
+    src, model = segmented_src
+    one = _copy(src, tmp_path / "one")
+    two = _copy(src, tmp_path / "two")
+    r1 = _segment(one.root, model)
+    r2 = _segment(two.root, model, 2)
+    assert "on 2 processes" in r2.stdout and r2.stdout.count("segmented ") == 1  # rank 0 alone prints
+    a, b = _results(one), _results(two)
+    assert a == b
+    statuses = [st for st, _ in a.values()]
+    assert statuses.count("reviewed") == 2 and statuses.count("predicted") == len(a) - 2
+    assert sum(len(insts) for st, insts in a.values() if st == "predicted") > 0  # the model found things
+    assert r1.stdout.split(":")[1] == r2.stdout.split(":")[1].replace(" on 2 processes", "")
+    assert "linked them across slices into" in r2.stdout  # the stack's rank linked it
+    assert any(i[7] for st, insts in b.values() for i in insts)  # 3-D object ids were given
+
+    # each rank journaled its own share: the stack's 5 slices on one rank
+    ids = [it.id for it in two.items]
+    (journal,) = (two.root / JOURNAL_DIR).iterdir()
+    assert journal.name == run_key(model, ids, 0.05, None, None)
+    lists = {p.name: p.read_text().split() for p in journal.glob("rank-*.txt")}
+    assert sorted(lists) == ["rank-0.txt", "rank-1.txt"]
+    stack = [it.id for it in two.items if it.source == 4]
+    assert len(stack) == 5 and any(set(stack) <= set(v) for v in lists.values())
+    assert sorted(sum(lists.values(), [])) == sorted(ids)
+    done = json.loads((journal / "done.json").read_text())
+    assert done["world_size"] == 2 and done["predicted"] + done["skipped"] == len(ids)
+
+    # interrupted: rank 1 died after its first item (its later files never written)
+    first, *lost = lists["rank-1.txt"]
+    (journal / "rank-1.txt").write_text(first + "\n")
+    (journal / "done.json").unlink()
+    for i in lost:
+        if a[i][0] == "predicted":  # segment never writes a reviewed item's file
+            two.annotation_path(i).unlink()
+    # (a stack's slices may be rewritten when the stack is linked again: single images only)
+    kept = {i: two.annotation_path(i).stat().st_mtime_ns for i in ids
+            if two.annotation_path(i).exists() and i not in stack}
+    r3 = _segment(two.root, model, 1, "--resume")  # resumed on another world size
+    assert f"{len(ids) - len(lost)} item(s) already done" in r3.stdout
+    assert kept and len(kept) + len(stack) + len(lost) >= len(ids)
+    assert {i: two.annotation_path(i).stat().st_mtime_ns for i in kept} == kept  # not rewritten
+    assert _results(Project.open(two.root)) == a
+    assert json.loads((journal / "done.json").read_text())["resumed"] == len(ids) - len(lost)
