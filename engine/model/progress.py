@@ -84,10 +84,4 @@ def _hms(seconds: float) -> str:
     h, r = divmod(s, 3600)
     m, s = divmod(r, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
-def _hms(seconds: float) -> str:
-    s = int(max(0, seconds or 0))
-    h, r = divmod(s, 3600)
-    m, s = divmod(r, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
