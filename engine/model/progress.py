@@ -84,4 +84,3 @@ def _hms(seconds: float) -> str:
     h, r = divmod(s, 3600)
     m, s = divmod(r, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
