@@ -75,7 +75,7 @@ def window(qtbot, monkeypatch):
     # pytest-qt closes the window *before* this fixture's teardown; with a training child
     # still running (a failed test), closing asks "Quit and stop it?" in a modal box that
     # nobody answers offscreen: the suite hung there until the per-test timeout
-    win.workflow.confirm_quit = lambda: True
+    win.loop.confirm_quit = lambda: True
     # any other modal box (e.g. "Close anyway and lose them?" when a failed test leaves an
     # unsaved edit) is answered Yes and recorded, rather than waiting forever offscreen
     boxes = []

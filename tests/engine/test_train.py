@@ -257,13 +257,15 @@ def test_no_reviewed_items_is_a_clear_error(tmp_path):
 
 
 def test_early_stop_and_no_side_effects(tiny):
-    """A model that cannot improve (lr ~ 0) stops after `early_stop` epochs; the caller's RNG
-    state and thread settings are untouched."""
+    """A model that barely changes (lr ~ 0) stops `early_stop` epochs after its best one,
+    before the planned epochs; the caller's RNG state and thread settings are untouched.
+    (BatchNorm statistics still move at lr ~ 0, so the best epoch need not be the first.)"""
     rng = torch.get_rng_state()
     threads = torch.get_num_threads()
     torch_seedless = torch.initial_seed()
     res = train_project(tiny, tiny_config(epochs=6, lr=1e-12, warmup_iters=0, early_stop=1))
-    assert res.stopped_early and res.epochs_run == 2 and len(res.history) == 2
+    assert res.stopped_early and res.epochs_run < 6 and len(res.history) == res.epochs_run
+    assert res.epochs_run == res.best["epoch"] + 1  # early_stop=1: one epoch without improvement
     assert torch.equal(rng, torch.get_rng_state())
     assert torch.get_num_threads() == threads and torch.initial_seed() == torch_seedless
 
