@@ -41,6 +41,7 @@ from . import imageio
 from .annotations import ItemAnnotation, LabelSet
 from .errors import ConflictError, ImageReadError, LabelError, MaskLoopError, ProjectError, WriteError
 from .fsutil import atomic_write_json, file_lock, file_stamp
+from .limits import check_pixels
 from .manifest_merge import merge as merge_manifest
 from .manifest_schema import (FORMAT, FORMAT_VERSION, check_component, check_name, validate_annotation_top,
                               validate_manifest)
@@ -289,6 +290,7 @@ class Project:
             key = (str(Path(src.path).resolve()), src.files)
             if key in known:
                 continue
+            check_pixels(src.height, src.width, src.path)  # from the header, before any decode
             known.add(key)
             found.append(src)
         # ids are given under the lock, against the manifest as it is on disk now

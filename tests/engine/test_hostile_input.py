@@ -247,3 +247,22 @@ def test_one_bad_annotation_file_is_a_clean_error_for_info_and_export(tmp_path, 
         assert len(err.splitlines()) == 1 and str(ann_path) in err and "shapes[0].mask" in err, err
     assert _snapshot(proj.root) == before
     assert not (tmp_path / "out.json").exists()
+
+
+def test_add_refuses_an_image_whose_header_claims_too_many_pixels(tmp_path):
+    # a 100000 x 100000 PNG header (a few bytes on disk) would be decoded at full size when
+    # the item is opened or trained on: add refuses it from the header, and adds nothing
+    import struct
+    import zlib
+    from engine.errors import MaskLoopError
+    from engine.project import Project
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk + b"\x00\x00\x00\x00IEND\xaeB`\x82")
+    proj = Project.create(tmp_path / "p", ["a"])
+    before = proj.manifest_path.read_bytes()
+    with pytest.raises(MaskLoopError, match="over the limit") as e:
+        proj.add([bomb])
+    assert "bomb.png" in str(e.value)
+    assert proj.manifest_path.read_bytes() == before and not proj.items
