@@ -92,7 +92,8 @@ def register(subparsers) -> None:
     p.add_argument("--copy-images", action="store_true",
                    help="write the images next to the export so it stands alone")
     p.add_argument("--split", type=_fraction, default=None, metavar="0.8",
-                   help="write train and val parts, this fraction of items in train (seeded)")
+                   help="write train and val parts, this fraction of images in train (seeded; the slices "
+                        "of a stack or series stay on one side)")
     p.add_argument("--polygons", action="store_true", help="COCO: polygons instead of compressed RLE")
     _volume_options(p)
     p.set_defaults(func=cmd_export)

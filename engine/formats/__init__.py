@@ -420,6 +420,18 @@ def split_ids(ids: Sequence[str], fraction: float, seed: int = 0) -> tuple[list,
     return [i for i in ids if i in train], [i for i in ids if i not in train]
 
 
+def split_items(items: Sequence, fraction: float, seed: int = 0) -> tuple[list, list]:
+    """split_ids over whole stacks: the slices of one stack or series (items sharing a
+    source) go to the same side, so no stack leaks between train and val. Without stacks
+    it is exactly split_ids of the item ids."""
+    per_source = Counter(it.source for it in items)
+    group = {it.id: (f"stack:{it.source}" if per_source[it.source] > 1 else it.id) for it in items}
+    train_groups, _ = split_ids(sorted(set(group.values())), fraction, seed)
+    train = set(train_groups)
+    return ([it.id for it in items if group[it.id] in train],
+            [it.id for it in items if group[it.id] not in train])
+
+
 def selected_items(project, only_reviewed: bool = False, items: Optional[Iterable[str]] = None) -> list:
     """The items an export covers, in project order."""
     chosen = project.items

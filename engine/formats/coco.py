@@ -47,7 +47,7 @@ from ..jobs import check, report
 from ..limits import check_file_name, check_pixels
 from ..masks import mask_to_polygons, polygons_to_mask, rle_decode
 from . import (ExportReport, ImportReport, ItemIndex, NewImages, apply_import, check_export_target,
-               contained_path, read_json, selected_items, split_ids)
+               contained_path, read_json, selected_items, split_items)
 
 COPY_AS_IS = (".png", ".jpg", ".jpeg")
 
@@ -242,7 +242,7 @@ def export_coco(project, out, *, polygons: bool = False, only_reviewed: bool = F
     check(cancel)
 
     if split is not None:
-        train, val = split_ids([it.id for it in chosen], float(split), seed)
+        train, val = split_items(chosen, float(split), seed)
         parts = {"train": train, "val": val}
     else:
         parts = {"all": [it.id for it in chosen]}

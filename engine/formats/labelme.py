@@ -516,7 +516,7 @@ def export_labelme(project, out, *, only_reviewed: bool = False, copy_images: bo
     copy_images; slices and images labelme cannot read are always written next to the
     JSON (`images/<item-id>.png|.tif`) so every exported file opens in labelme.
     """
-    from . import ExportReport, check_export_target, selected_items, split_ids
+    from . import ExportReport, check_export_target, selected_items, split_items
     from ..fsutil import atomic_copy, atomic_write_json
     from ..jobs import check, report
 
@@ -528,7 +528,7 @@ def export_labelme(project, out, *, only_reviewed: bool = False, copy_images: bo
     check_export_target(project, out)
     chosen = selected_items(project, only_reviewed, items)
     if split is not None:
-        train, val = split_ids([it.id for it in chosen], float(split), seed)
+        train, val = split_items(chosen, float(split), seed)
         where = {i: out / "train" for i in train}
         where.update({i: out / "val" for i in val})
     else:

@@ -174,7 +174,9 @@ def test_split_and_only_reviewed(tmp_path):
     ti = {im["maskloop_item"] for im in train["images"]}
     vi = {im["maskloop_item"] for im in val["images"]}
     reviewed = {it.id for it in proj.items if proj.status(it.id) == "reviewed"}
-    assert ti | vi == reviewed and not ti & vi and len(ti) == 2
+    assert ti | vi == reviewed and not ti & vi and ti and vi
+    stack = {i for i in reviewed if i.startswith("ct_z")}  # a stack's slices stay together
+    assert len(stack) == 2 and (stack <= ti or stack <= vi)
     for part in (train, val):
         ids = {im["id"] for im in part["images"]}
         assert all(a["image_id"] in ids for a in part["annotations"])
@@ -457,3 +459,27 @@ def test_dicom_series_slices(tmp_path):
         dict(d, images=[dict(im, file_name=Path(im["file_name"]).name) for im in d["images"]])))
     rep = coco.import_coco(proj, tmp_path / "series" / "plain.json")
     assert rep.items_added == 0 and rep.items_updated == 3
+
+
+def test_export_split_keeps_a_stack_on_one_side(tmp_path):
+    # slices of one stack are near copies of each other: one in train and its neighbour in
+    # val would make the validation score a memory test
+    import tifffile
+    from engine.annotations import Instance, ItemAnnotation
+    from engine.project import Project
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((6, 16, 16), np.uint8))
+    for k in range(4):
+        cv2.imwrite(str(tmp_path / f"plain{k}.png"), np.zeros((16, 16), np.uint8))
+    proj = Project.create(tmp_path / "p", ["a"])
+    proj.add([tmp_path / "stack.tif"] + [tmp_path / f"plain{k}.png" for k in range(4)])
+    for it in proj.items:
+        proj.save_annotation(ItemAnnotation(it.id, 16, 16, [Instance(np.ones((3, 3), bool), 2, 2, "a")], "reviewed"))
+    stack_ids = {it.id for it in proj.items if it.source == 0}
+    for seed in range(6):
+        out = tmp_path / f"out{seed}"
+        coco.export_coco(proj, out, split=0.5, seed=seed)
+        sides = []
+        for part in ("train", "val"):
+            data = json.loads((out / f"{part}.json").read_text())
+            sides.append({im["maskloop_item"] for im in data["images"]} & stack_ids)
+        assert not (sides[0] and sides[1]), f"seed {seed}: stack split across train and val"
