@@ -43,8 +43,8 @@ def usage_error(command: str, message: str) -> int:
 
 
 #: smallest --tile: twice the smallest anchor (16 px) of MaskLoop's models; below it a tile
-#: holds too little context and the tile count grows with 1/tile^2 (issue 14: --tile 1
-#: crashed). With the overlap at most half a tile, a 256 x 256 image has at most 15 x 15
+#: holds too little context and the tile count grows with 1/tile^2 (--tile 1 used to
+#: crash). With the overlap at most half a tile, a 256 x 256 image has at most 15 x 15
 #: tiles of 32 px (--tile 64 --overlap 63 used to make 37k).
 MIN_TILE = 32
 
