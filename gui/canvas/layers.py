@@ -28,9 +28,18 @@ def qimage_from_array(arr: np.ndarray) -> QtGui.QImage:
         fmt, bpl = QtGui.QImage.Format_RGBA8888, 4 * w
     else:
         raise ValueError(f"cannot show an array of shape {arr.shape}")
-    img = QtGui.QImage(sip.voidptr(arr.ctypes.data), w, h, bpl, fmt)
-    img._keep = arr  # type: ignore[attr-defined]  # the memory must outlive the image
+    return wrap_pixels(QtGui.QImage(sip.voidptr(arr.ctypes.data), w, h, bpl, fmt), arr)
+
+
+def wrap_pixels(img: QtGui.QImage, arr: np.ndarray) -> QtGui.QImage:
+    """Tie the numpy buffer a QImage points into to the image (the memory must outlive it)."""
+    img._keep = arr  # type: ignore[attr-defined]
     return img
+
+
+def pixels_of(img: Optional[QtGui.QImage]) -> Optional[np.ndarray]:
+    """The numpy buffer behind a QImage made by wrap_pixels (None for any other image)."""
+    return getattr(img, "_keep", None)
 
 
 class ArrayLayer(QtWidgets.QGraphicsItem):
@@ -71,11 +80,11 @@ class ArrayLayer(QtWidgets.QGraphicsItem):
         """The image reduced f times (f a power of two), or None when not possible."""
         if f in self._levels:
             return self._levels[f]
-        arr = getattr(self._image, "_keep", None)
+        arr = pixels_of(self._image)
         if arr is None:
             return None
         prev = self._level(f // 2) if f > 2 else self._image
-        src = getattr(prev, "_keep", None)
+        src = pixels_of(prev)
         if src is None or min(src.shape[:2]) < 4:
             return None
         h, w = src.shape[:2]
@@ -91,15 +100,14 @@ class ArrayLayer(QtWidgets.QGraphicsItem):
         Qt converts (palette, grey) images to ARGB before a scaled draw; handing it the
         exposed part only keeps that cost proportional to what is on screen.
         """
-        arr = getattr(image, "_keep", None)
+        arr = pixels_of(image)
         if arr is None or (x0, y0, x1, y1) == (0, 0, image.width(), image.height()):
             return image
         sub = arr[y0:y1, x0:x1]
         img = QtGui.QImage(sip.voidptr(sub.ctypes.data), x1 - x0, y1 - y0, arr.strides[0], image.format())
         if image.format() == QtGui.QImage.Format_Indexed8:
             img.setColorTable(image.colorTable())
-        img._keep = sub  # type: ignore[attr-defined]
-        return img
+        return wrap_pixels(img, sub)
 
     @staticmethod
     def _draw(painter: QtGui.QPainter, target: QtCore.QRectF, image: QtGui.QImage, smooth: bool) -> None:
@@ -187,12 +195,12 @@ class OverlayLayer(ArrayLayer):
                 r, g, b = (table >> 16) & 255, (table >> 8) & 255, table & 255
                 self._lut = ((a << 24) | ((r * a // 255) << 16) | ((g * a // 255) << 8) | (b * a // 255)
                              ).astype(np.uint32)
-            buf = self._image._keep  # type: ignore[attr-defined]
+            buf = pixels_of(self._image)
             argb = self._lut[buf[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE]]
             h, w = argb.shape
             img = QtGui.QImage(sip.voidptr(argb.ctypes.data), w, h, 4 * w,
                                QtGui.QImage.Format_ARGB32_Premultiplied)
-            img._keep = argb  # type: ignore[attr-defined]
+            wrap_pixels(img, argb)
             while len(self._tiles) >= self.MAX_TILES:
                 self._tiles.pop(next(iter(self._tiles)))
         self._tiles[(tx, ty)] = img  # most recently used last

@@ -16,6 +16,8 @@ from PyQt5 import QtGui, sip
 
 from engine.annotations import Instance
 
+from .layers import wrap_pixels
+
 FILL, OUTLINE, SEL_FILL, SEL_OUTLINE = range(4)
 SLOTS = 63  # 63 labels x 4 entries + transparent <= 256; more labels share colours
 MARGIN = 2  # outline width of a selected instance, and how far an edit can change outlines
@@ -71,7 +73,7 @@ class Overlay:
         self.buf = np.zeros((height, width), np.uint8)
         self.image = QtGui.QImage(sip.voidptr(self.buf.ctypes.data), width, height, width,
                                   QtGui.QImage.Format_Indexed8)
-        self.image._keep = self.buf  # type: ignore[attr-defined]
+        wrap_pixels(self.image, self.buf)
         self.image.setColorTable(palette([], 0.5))
 
     def set_palette(self, table: list[int]) -> None:

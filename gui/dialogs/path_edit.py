@@ -1,5 +1,5 @@
 """A line edit for a file or folder path that, when it is too long to fit and the field
-is not being edited, shows the path elided in the middle ("/home/ana/…/export/coco.json"):
+is not being edited, shows the path elided in the middle ("…/data/…/export/coco.json"):
 both the start (where) and the end (the file name) stay readable. The full path is in
 the tooltip and comes back as soon as the field has the focus."""
 from __future__ import annotations
