@@ -33,13 +33,13 @@ def qimage_from_array(arr: np.ndarray) -> QtGui.QImage:
 
 def wrap_pixels(img: QtGui.QImage, arr: np.ndarray) -> QtGui.QImage:
     """Tie the numpy buffer a QImage points into to the image (the memory must outlive it)."""
-    img._keep = arr  # type: ignore[attr-defined]
+    img.numpy_pixels = arr  # type: ignore[attr-defined]
     return img
 
 
 def pixels_of(img: Optional[QtGui.QImage]) -> Optional[np.ndarray]:
     """The numpy buffer behind a QImage made by wrap_pixels (None for any other image)."""
-    return getattr(img, "_keep", None)
+    return getattr(img, "numpy_pixels", None)
 
 
 class ArrayLayer(QtWidgets.QGraphicsItem):
