@@ -48,6 +48,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -256,8 +257,8 @@ def cellpose_python(arg) -> Path | None:
     return None
 
 
-def run_cellpose(py: Path, train_rows, test_rows, minutes: float, tmp: Path, threads: int) -> dict:
-    import tifffile
+def run_cellpose(py: Path, train_rows, test_rows, minutes: float, tmp: Path, threads: int,
+                 cpus: Optional[set] = None) -> dict:
     d = tmp / "cellpose"
     for split, rows in (("train", train_rows), ("test", test_rows)):
         (d / split).mkdir(parents=True, exist_ok=True)
@@ -270,8 +271,9 @@ def run_cellpose(py: Path, train_rows, test_rows, minutes: float, tmp: Path, thr
     env = dict(os.environ, BENCH_THREADS=str(threads), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.monotonic()
     log = open(d / "train.log", "w")
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     proc = subprocess.Popen([str(py), str(worker), "train", str(d), "100"], stdout=log, stderr=subprocess.STDOUT,
-                            env=env)
+                            env=env, preexec_fn=pin)
     try:
         proc.wait(timeout=minutes * 60.0)
         stopped = False
@@ -281,7 +283,8 @@ def run_cellpose(py: Path, train_rows, test_rows, minutes: float, tmp: Path, thr
         stopped = True
     train_s = time.monotonic() - t0
     log.close()
-    r = subprocess.run([str(py), str(worker), "eval", str(d)], capture_output=True, text=True, env=env)
+    r = subprocess.run([str(py), str(worker), "eval", str(d)], capture_output=True, text=True, env=env,
+                       preexec_fn=pin)
     tail = (r.stdout + r.stderr).strip().splitlines()
     if r.returncode != 0 or not tail or "error" in tail[-1]:
         return {"train_s": train_s, "error": (tail[-1] if tail else f"exit {r.returncode}")[:200]}
@@ -304,6 +307,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-maskloop", action="store_true")
     ap.add_argument("--cellpose-python", default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (shared machine: 1)")
+    ap.add_argument("--parallel", action="store_true",
+                    help="train both tools at once, each pinned to its own core (needs 2 cores): equal "
+                         "machine, equal wall time, half the benchmark's length")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--list-split", action="store_true", help="print the real split and exit")
     args = ap.parse_args(argv)
@@ -335,13 +341,24 @@ def main(argv=None) -> int:
                                                           args.synthetic_size, tmp / "data")
                     label = "nucleus" if set_name == "nuclei" else "object"
                 load0 = os.getloadavg()[0]
+                cp_thread, cp_out = None, {}
+                if cp_py is not None and args.parallel:
+                    os.sched_setaffinity(0, {0})  # MaskLoop on core 0, Cellpose on core 1
+                    cp_thread = threading.Thread(target=lambda: cp_out.update(run_cellpose(
+                        cp_py, train_rows, test_rows, minutes, tmp, args.threads, cpus={1})))
+                    cp_thread.start()
                 if not args.no_maskloop:
                     (tmp / "ml").mkdir()
                     r = run_maskloop(train_rows, test_rows, minutes, tmp / "ml", recipe, label)
                     rows.append({"set": set_name, "tool": "MaskLoop", "minutes": minutes,
                                  "load": (load0 + os.getloadavg()[0]) / 2, **r})
                     print(json.dumps(rows[-1]), flush=True)
-                if cp_py is not None:
+                if cp_thread is not None:
+                    cp_thread.join()
+                    rows.append({"set": set_name, "tool": "Cellpose 3", "minutes": minutes,
+                                 "load": (load0 + os.getloadavg()[0]) / 2, **cp_out})
+                    print(json.dumps(rows[-1]), flush=True)
+                elif cp_py is not None:
                     load0 = os.getloadavg()[0]
                     r = run_cellpose(cp_py, train_rows, test_rows, minutes, tmp, args.threads)
                     rows.append({"set": set_name, "tool": "Cellpose 3", "minutes": minutes,

@@ -33,7 +33,7 @@ from ..jobs import CancelToken, TerminalProgress
 from ..results import DEFAULT_SCORE
 from .argtypes import MIN_TILE, check_tiling, number, tile_size, usage_error
 
-ARCH_CHOICES = ("auto", "r18fpn", "r50fpn", "r50fpn_v2", "r101fpn", "x101fpn")
+ARCH_CHOICES = ("auto", "r18fpn", "r18fpn_lite", "r50fpn", "r50fpn_v2", "r101fpn", "x101fpn")
 DEFAULT_EPOCHS = 30
 BUDGET_EPOCH_CAP = 10000   # --minutes without --epochs: the budget decides
 
@@ -95,7 +95,7 @@ def register(subparsers) -> None:
                                           "if it validates at least as well as the current one.")
     p.add_argument("project", metavar="PROJECT")
     p.add_argument("--arch", default="auto", choices=ARCH_CHOICES,
-                   help="architecture (default auto: r18fpn on CPU, r50fpn on CUDA)")
+                   help="architecture (default auto: r18fpn_lite on CPU, r50fpn on CUDA)")
     p.add_argument("--base", default="auto", metavar="scratch|coco|imagenet|active|RUN_OR_PATH",
                    help="starting weights (default auto: COCO weights when they are in the torch cache, "
                         "else scratch); 'active' = the project's active model")
@@ -117,7 +117,11 @@ def register(subparsers) -> None:
     p.add_argument("--val-fraction", type=_val_fraction, default=0.2, metavar="F",
                    help="share of reviewed items held out for validation (default 0.2)")
     p.add_argument("--crop", type=_nonneg_int, default=None, metavar="N",
-                   help="train on random N x N crops of larger images (default 512 CPU, 1024 CUDA; 0: whole images)")
+                   help="train on random N x N crops of larger images (default 1024 CUDA; CPU: twice the "
+                        "90th-percentile object size, 256-512; 0: whole images)")
+    p.add_argument("--anchors", choices=("fit", "default"), default="fit",
+                   help="anchor layout of a new model: fitted to the training objects (default) or the "
+                        "architecture's fixed sizes")
     p.add_argument("--scale-jitter", type=_jitter, default=None, metavar="LO,HI",
                    help="random rescaling, e.g. 0.8,1.25 (default off: native resolution)")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or intensity changes")
@@ -323,6 +327,7 @@ def cmd_train(args) -> int:
                       batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, schedule=args.schedule, device=args.device, seed=args.seed,
                       val_fraction=args.val_fraction, crop=args.crop, scale_jitter=args.scale_jitter,
+                      anchors=args.anchors,
                       augment=not args.no_augment, early_stop=args.early_stop,
                       include_unreviewed=args.include_unreviewed, num_workers=args.workers, amp=args.amp)
     cfg.validate()

@@ -19,20 +19,22 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, RPNHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, RPNHead, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import misc as misc_nn_ops
+from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
 from ..errors import CheckpointError
 
-ARCHS = ("r50fpn", "r50fpn_v2", "r101fpn", "x101fpn", "r18fpn")
+ARCHS = ("r50fpn", "r50fpn_v2", "r101fpn", "x101fpn", "r18fpn", "r18fpn_lite")
 ARCH_HELP = {
     "r50fpn": "ResNet-50-FPN (torchvision maskrcnn_resnet50_fpn)",
     "r50fpn_v2": "ResNet-50-FPN v2 (conv heads with norm, torchvision maskrcnn_resnet50_fpn_v2)",
     "r101fpn": "ResNet-101-FPN",
     "x101fpn": "ResNeXt-101 32x8d FPN (the paper's strongest backbone)",
     "r18fpn": "ResNet-18-FPN (light, for CPUs)",
+    "r18fpn_lite": "ResNet-18 with a narrow FPN and light heads (the CPU default: ~5x the steps of r18fpn)",
 }
 BACKBONES = {  # arch -> (torchvision resnet name, its ImageNet weights enum)
     "r50fpn": ("resnet50", "ResNet50_Weights"),
@@ -40,7 +42,13 @@ BACKBONES = {  # arch -> (torchvision resnet name, its ImageNet weights enum)
     "r101fpn": ("resnet101", "ResNet101_Weights"),
     "x101fpn": ("resnext101_32x8d", "ResNeXt101_32X8D_Weights"),
     "r18fpn": ("resnet18", "ResNet18_Weights"),
+    "r18fpn_lite": ("resnet18", "ResNet18_Weights"),
 }
+# r18fpn_lite: at 256 FPN channels the FPN, the two-conv RPN head and the 4x256 conv heads
+# cost ~80 % of a CPU training step on small objects; a narrow pyramid and one-conv RPN
+# leave the ResNet-18 body (ImageNet weights still fit) as the main cost (docs/benchmarks.md)
+LITE_FPN_CHANNELS = 64
+LITE_BOX_FC = 256
 COCO_WEIGHTS = {  # arch -> torchvision Mask R-CNN COCO weights enum
     "r50fpn": "MaskRCNN_ResNet50_FPN_Weights",
     "r50fpn_v2": "MaskRCNN_ResNet50_FPN_V2_Weights",
@@ -285,6 +293,8 @@ def construct(config: dict) -> MaskRCNN:
         model = MaskRCNN(backbone, num_classes=num_classes, rpn_anchor_generator=anchor_gen,
                          rpn_head=rpn_head, box_head=box_head, mask_head=mask_head,
                          box_detections_per_img=dets, **kw)
+    elif arch == "r18fpn_lite":
+        model = _lite_maskrcnn(body, trainable, anchor_gen, num_classes, dets, kw)
     else:
         backbone = _resnet_fpn_extractor(body, trainable)
         rpn_head = RPNHead(backbone.out_channels, anchor_gen.num_anchors_per_location()[0])
@@ -293,6 +303,22 @@ def construct(config: dict) -> MaskRCNN:
     model.transform = NativeTransform(mean, std, scale=scale, min_size=min_size, max_size=max_size)
     model.maskloop_config = dict(config)
     return model
+
+
+def _lite_maskrcnn(body, trainable: int, anchor_gen, num_classes: int, dets: int, kw: dict) -> MaskRCNN:
+    """r18fpn_lite: torchvision's extractor (its layer freezing) with a narrow FPN, a
+    one-conv RPN head, a two-layer MLP box head and a narrow 4-conv mask head."""
+    ch = LITE_FPN_CHANNELS
+    backbone = _resnet_fpn_extractor(body, trainable)
+    backbone.fpn = FeaturePyramidNetwork([64, 128, 256, 512], ch, extra_blocks=LastLevelMaxPool())
+    backbone.out_channels = ch
+    rpn_head = RPNHead(ch, anchor_gen.num_anchors_per_location()[0], conv_depth=1)
+    return MaskRCNN(backbone, num_classes=None, rpn_anchor_generator=anchor_gen, rpn_head=rpn_head,
+                    box_head=TwoMLPHead(ch * 7 * 7, LITE_BOX_FC),
+                    box_predictor=FastRCNNPredictor(LITE_BOX_FC, num_classes),
+                    mask_head=MaskRCNNHeads(ch, [ch] * 4, 1),
+                    mask_predictor=MaskRCNNPredictor(ch, ch, num_classes),
+                    box_detections_per_img=dets, **kw)
 
 
 def set_detections_per_img(model: nn.Module, n: int) -> None:

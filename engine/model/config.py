@@ -6,8 +6,9 @@ import copy
 import math
 import os
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from ..errors import MaskLoopError
@@ -26,10 +27,10 @@ BUDGET_EARLY_STOP = 5  # validations without improvement that end a budgeted run
 @dataclass
 class TrainConfig:
     """Everything a run needs; None means "choose for the device and base" (resolve())."""
-    arch: str = "auto"                 # r18fpn on CPU, r50fpn on CUDA
+    arch: str = "auto"                 # r18fpn_lite on CPU, r50fpn on CUDA
     base: str = "auto"                 # scratch | coco | imagenet | checkpoint path; auto: auto_base()
     epochs: int = 30
-    batch_size: Optional[int] = None   # per process: 2 on CPU, 4 on CUDA
+    batch_size: Optional[int] = None   # per process: 2 on CPU (more steps beat bigger batches there), 4 on CUDA
     optimizer: str = "adamw"
     lr: Optional[float] = None         # adamw: 1e-3 scratch / 2e-4 pretrained; sgd: 0.02 / 0.01 (x batch/16 ... see resolve)
     weight_decay: Optional[float] = None  # adamw 0.05, sgd 1e-4 (never on norm layers and biases)
@@ -48,7 +49,7 @@ class TrainConfig:
     early_stop: Optional[int] = None   # stop after this many epochs without improvement (0: never);
                                        # None: BUDGET_EARLY_STOP under a time budget, else never
     include_unreviewed: bool = False
-    crop: Optional[int] = None         # random crops of images larger than this: 512 CPU, 1024 CUDA
+    crop: Optional[int] = None         # random crops of images larger than this: CUDA 1024, CPU cpu_crop()
     scale_jitter: Optional[tuple] = None  # e.g. (0.8, 1.25)
     augment: bool = True
     num_workers: Optional[int] = None  # data loader processes: 0 on CPU, up to 4 on CUDA
@@ -58,8 +59,8 @@ class TrainConfig:
     trainable_layers: Optional[int] = None
     anchor_sizes: Optional[tuple] = None   # per FPN level a size or sizes; None: see `anchors`
     anchor_ratios: Optional[tuple] = None  # anchor height/width; None: 0.5, 1, 2 (or fitted)
-    anchors: str = "default"           # fit: layout fitted to the training objects (scratch, imagenet);
-                                       # opt-in until a 10-20 minute run shows it helps (docs/benchmarks.md)
+    anchors: str = "fit"               # fit: layout fitted to the training objects (scratch, imagenet
+                                       # bases; +0.03-0.04 acc50 in 8-minute runs, docs/benchmarks.md)
     normalization: Optional[dict] = None  # the intensity policy; default from the data (or the base model)
     val_score_threshold: float = 0.05  # predictions kept for AP during validation
     val_tile: Optional[int] = None     # tile size for validating big images (Predictor default)
@@ -137,12 +138,27 @@ def base_kind(base: str) -> str:
     return base if base in ("scratch", "coco", "imagenet") else "checkpoint"
 
 
-def resolve_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
-    """A copy with every 'auto'/None replaced by the value used (saved with the run)."""
+CPU_CROP_RANGE = (256, 512)
+
+
+def cpu_crop(object_extents: Sequence[int] = ()) -> int:
+    """The CPU training crop: small crops give more steps per minute (256 px: ~1.6x the
+    images per second of 512 px on r18fpn_lite, docs/benchmarks.md) but should hold whole
+    objects: twice the 90th-percentile object extent, within CPU_CROP_RANGE, a multiple of 32."""
+    lo, hi = CPU_CROP_RANGE
+    if not len(object_extents):
+        return lo
+    want = 2 * float(np.percentile(np.asarray(object_extents, dtype=float), 90))
+    return int(min(hi, max(lo, 32 * math.ceil(want / 32))))
+
+
+def resolve_config(cfg: TrainConfig, device: torch.device, object_extents: Sequence[int] = ()) -> TrainConfig:
+    """A copy with every 'auto'/None replaced by the value used (saved with the run).
+    object_extents: the training objects' larger sides (px), for the CPU crop."""
     cfg = copy.deepcopy(cfg)
     cuda = device.type == "cuda"
     if cfg.arch == "auto":
-        cfg.arch = "r50fpn" if cuda else "r18fpn"
+        cfg.arch = "r50fpn" if cuda else "r18fpn_lite"
     if cfg.base == "auto":
         cfg.base = auto_base(cfg.arch)
     pretrained = base_kind(cfg.base) != "scratch"
@@ -162,7 +178,7 @@ def resolve_config(cfg: TrainConfig, device: torch.device) -> TrainConfig:
     if cfg.channels_last is None:
         cfg.channels_last = cuda
     if cfg.crop is None:
-        cfg.crop = 1024 if cuda else 512
+        cfg.crop = 1024 if cuda else cpu_crop(object_extents)
     if cfg.num_workers is None:
         cfg.num_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if cuda else 0
     if cfg.rois_per_image is None:

@@ -85,7 +85,7 @@ def build_for_training(trainer, train_items, ckpt, cfg: TrainConfig, labels) -> 
 
 def fit_anchor_layout(cfg: TrainConfig, train_items) -> None:
     """Anchors fitted to the training objects (cfg.anchors == "fit", sizes not given): a
-    new model's RPN gets positives for most objects (docs/benchmarks.md; opt-in for now). A COCO or
+    new model's RPN gets positives for most objects (docs/benchmarks.md; the default). A COCO or
     checkpoint base keeps the anchors its RPN was trained with. Sets cfg in place, so the
     run's config and the checkpoint record the layout."""
     if cfg.anchors != "fit" or cfg.anchor_sizes is not None:

@@ -283,6 +283,11 @@ class Snapshot:
         return cls(names, items, Counter(data.get("dropped") or {}), origin=str(data.get("origin", "")))
 
 
+def object_extents(items: Iterable[TrainItem]) -> list[int]:
+    """The larger side (px) of every instance in `items` (the CPU training crop's measure)."""
+    return [max(inst.mask.shape) for it in items for inst in it.instances]
+
+
 def largest_object(items: Iterable[TrainItem]) -> int:
     """The largest width or height (px) of any instance in `items` (0 when there are none);
     the Predictor widens its tile overlap to it."""

@@ -48,7 +48,7 @@ from .dataset import EpochBatches, InstanceDataset, collate, epoch_batches
 from .hooks import Callback, FnCallback, JsonLog, default_hooks, jsonable, scalars
 from .mask_targets import lean_mask_targets
 from .setup import TrainingError, build_for_training, make_optimizer, restore
-from .snapshot import DataError, Snapshot, largest_object
+from .snapshot import DataError, Snapshot, largest_object, object_extents
 
 
 @dataclass
@@ -219,7 +219,7 @@ class Trainer:
         if resume:
             ckpt, state, cfg = restore(self, run_dir / "last.pt")
         else:
-            cfg = resolve_config(self.config, self.device)
+            cfg = resolve_config(self.config, self.device, object_extents(data.items))
         self.resolved = cfg
         self.labels = list(data.label_names)
         if not self.labels:
