@@ -200,12 +200,17 @@ class TimeBudget(Callback):
             self._plan(trainer, validated=trainer.epoch)  # revise with the measured validation time
 
 
+BUDGET_STALL_SHARE = 0.25  # under a time budget, early stop needs this share of it without a gain
+
+
 class Validation(Callback):
     """After each epoch: score the model on the validation items (rank 0), keep the best
     epoch by the monitor (ties: higher mask AP50), and decide early stop (all ranks)."""
 
     def __init__(self, eta: Eta):
         self.eta = eta
+        self.best_at = None  # when the best validation so far was reached
+        self.clock = time.monotonic
 
     def after_epoch(self, trainer) -> None:
         cfg = trainer.resolved
@@ -235,11 +240,17 @@ class Validation(Callback):
             trainer.history.append({"epoch": trainer.epoch, "metrics": scalars(metrics),
                                     "train_loss": trainer.train_loss,
                                     "lr": float(trainer.optimizer.param_groups[0]["lr"])})
-        # under a time budget a stall counts once the model finds objects: from scratch the
-        # first epochs all score 0, which is slow learning, not a plateau
+        now = self.clock()
+        if trainer.improved or self.best_at is None:
+            self.best_at = now
+        # under a time budget a stall counts once the model finds objects (from scratch the
+        # first epochs all score 0: slow learning, not a plateau) and only when it lasts a
+        # good part of the budget: validations come every few seconds on small data, and a
+        # few noisy ones without a gain ended a 10-minute run at 6 (docs/benchmarks.md)
+        stalled = cfg.minutes is None or (
+            trainer.best_score > 0 and now - self.best_at >= BUDGET_STALL_SHARE * 60.0 * float(cfg.minutes))
         stop = (bool(cfg.early_stop) and trainer.bad_epochs >= int(cfg.early_stop)
-                and trainer.epoch < trainer.planned_epochs()
-                and (cfg.minutes is None or trainer.best_score > 0))
+                and trainer.epoch < trainer.planned_epochs() and stalled)
         trainer.stop_early = distributed.agree(stop, trainer.device, src_rank_only=True)
 
 

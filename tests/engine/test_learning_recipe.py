@@ -107,9 +107,11 @@ class _Stub:
         return 100
 
 
-def _epochs_until_stop(cfg, scores):
+def _epochs_until_stop(cfg, scores, epoch_s=30.0):
     from engine.model.hooks import Eta, Validation
     t, v = _Stub(cfg, scores), Validation(Eta())
+    clock = iter(epoch_s * k for k in range(1, len(scores) + 1))
+    v.clock = lambda: next(clock)  # an epoch (steps + validation) every epoch_s seconds
     for e in range(1, len(scores) + 1):
         t.epoch = e
         v.after_epoch(t)
@@ -123,7 +125,12 @@ def test_a_budgeted_run_does_not_stop_before_it_finds_anything():
     from engine.model.config import resolve_config
     cfg = resolve_config(TrainConfig(minutes=10), torch.device("cpu"))
     assert _epochs_until_stop(cfg, [0.0] * 12) is None                 # still learning: keep going
-    assert _epochs_until_stop(cfg, [0.0, 0.2, 0.3] + [0.1] * 9) == 3 + cfg.early_stop  # a plateau
+    # a plateau: 5 validations and a quarter of the budget (150 s at 30 s an epoch) without a gain
+    assert _epochs_until_stop(cfg, [0.0, 0.2, 0.3] + [0.1] * 9) == 3 + cfg.early_stop
+    # validations every 5 s: five noisy ones without a gain are not a plateau yet (a 10-minute
+    # run stopped at 6 minutes this way), 30 of them (150 s) are
+    assert _epochs_until_stop(cfg, [0.0, 0.2, 0.3] + [0.1] * 9, epoch_s=5.0) is None
+    assert _epochs_until_stop(cfg, [0.0, 0.2, 0.3] + [0.1] * 40, epoch_s=5.0) == 3 + 30
     plain = resolve_config(TrainConfig(early_stop=2), torch.device("cpu"))
     assert _epochs_until_stop(plain, [0.0] * 5) == 3                   # explicit early stop as before
 
