@@ -271,7 +271,8 @@ class StackTools(QtCore.QObject):
             c.message.emit(f"propagating {where}: nothing added (the next slice's answer vanished, drifted, "
                            f"or the object is there already)")
             return False
-        self.edits.commit(f"Propagate {where}", changes, select=[sel[0].id])
+        if not self.edits.commit(f"Propagate {where}", changes, select=[sel[0].id]):
+            return False
         c.message.emit(f"propagated {where}: {added} new instance(s) of this object (Ctrl+Z removes them all)")
         return True
 

@@ -20,15 +20,25 @@ def _disk(root, ids):
     return [[(i.id, i.object_id, i.source, i.bbox) for i in proj.load_annotation(k).instances] for k in ids]
 
 
+def _press(qtbot, win, k, mods=Qt.NoModifier):
+    """A key on the canvas, with the window active: a progress dialog that was shown (a
+    slow step) leaves no active window on the offscreen platform (a desktop's window
+    manager gives the activation back), and window shortcuts need one."""
+    from PyQt5 import QtWidgets
+    win.activateWindow()
+    qtbot.waitUntil(lambda: QtWidgets.QApplication.activeWindow() is win)
+    key(qtbot, win, k, mods)
+
+
 def _undo(qtbot, win):
-    key(qtbot, win, Qt.Key_Z, Qt.ControlModifier)
+    _press(qtbot, win, Qt.Key_Z, Qt.ControlModifier)
 
 
 def _redo(qtbot, win, which=0):
     if which:
-        key(qtbot, win, Qt.Key_Y, Qt.ControlModifier)
+        _press(qtbot, win, Qt.Key_Y, Qt.ControlModifier)
     else:
-        key(qtbot, win, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+        _press(qtbot, win, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
 
 
 def _body(project, ids, object_id=None):
@@ -77,7 +87,7 @@ def test_split_object_here_is_one_undo_step(qtbot, stack_project):
     ctl.set_selection(["s2"])
     qtbot.waitUntil(lambda: "slices 1–4 (4)" in tools.object_label.text())
     assert win.actions["split object here"].isEnabled()
-    key(qtbot, win, Qt.Key_X, Qt.ControlModifier | Qt.ShiftModifier)
+    _press(qtbot, win, Qt.Key_X, Qt.ControlModifier | Qt.ShiftModifier)
     after = _disk(stack_project.root, ids)
     assert [after[k][0][1] for k in (0, 1)] == ["rock", "rock"]
     new = after[2][0][1]
@@ -152,4 +162,24 @@ def test_undo_refused_when_a_slice_changed_since_and_nothing_half_written(qtbot,
     assert errors and f"item '{ids[3]}' was changed since" in errors[0]
     assert _disk(stack_project.root, ids) == changed           # no slice was touched
     assert ctl.undo_stack.count() == 0                         # the step left the history
+    win.controller.close_project(force=True)
+
+
+def test_propagate_down_and_up_by_their_shortcuts(qtbot, stack_project):
+    ids = _stack_ids(stack_project)
+    stack_project.save_annotation(ItemAnnotation(ids[1], 128, 160, [square(40, 40, 80, 80, id="seed")], "new"))
+    win = open_stack_window(qtbot, stack_project.root)
+    ctl = win.controller
+    assert ctl.set_current_item(ids[1])
+    ctl.set_selection(["seed"])
+    _press(qtbot, win, Qt.Key_PageDown, Qt.ShiftModifier)           # down: slices 3 and 4
+    assert ctl.item_id == ids[1]                                 # stays on the slice (not "next slice")
+    assert [len(s) for s in _disk(stack_project.root, ids)] == [0, 1, 1, 1]
+    assert ctl.undo_stack.undoText() == "Propagate down"
+    _press(qtbot, win, Qt.Key_PageUp, Qt.ShiftModifier)             # up: slice 1
+    assert [len(s) for s in _disk(stack_project.root, ids)] == [1, 1, 1, 1]
+    _undo(qtbot, win)
+    assert [len(s) for s in _disk(stack_project.root, ids)] == [0, 1, 1, 1]
+    _undo(qtbot, win)
+    assert [len(s) for s in _disk(stack_project.root, ids)] == [0, 1, 0, 0]
     win.controller.close_project(force=True)
