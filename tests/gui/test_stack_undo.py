@@ -178,8 +178,11 @@ def test_propagate_down_and_up_by_their_shortcuts(qtbot, stack_project):
     assert ctl.undo_stack.undoText() == "Propagate down"
     _press(qtbot, win, Qt.Key_PageUp, Qt.ShiftModifier)             # up: slice 1
     assert [len(s) for s in _disk(stack_project.root, ids)] == [1, 1, 1, 1]
+    # a label renamed since: the steps' records follow it, so undo still fits the files
+    assert ctl.rename_label("cell", "grain")
     _undo(qtbot, win)
     assert [len(s) for s in _disk(stack_project.root, ids)] == [0, 1, 1, 1]
     _undo(qtbot, win)
     assert [len(s) for s in _disk(stack_project.root, ids)] == [0, 1, 0, 0]
+    assert Project.open(stack_project.root).load_annotation(ids[1]).find("seed").label == "grain"
     win.controller.close_project(force=True)
