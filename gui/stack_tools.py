@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Optional
 
 from PyQt5 import QtCore, QtWidgets
 
