@@ -259,8 +259,9 @@ class Controller(QtCore.QObject, LabelIntents, EditIntents, Display):
         """Answer a held conflict later: "reload" or "overwrite"."""
         return self.autosave.resolve(answer)
 
-    def reload_current(self) -> bool:
-        """Read the current item's annotation from disk again; its undo history goes."""
+    def reload_current(self, keep_history: bool = False) -> bool:
+        """Read the current item's annotation from disk again; its undo history goes, unless
+        `keep_history` (the caller wrote the file as a step of that history: gui.stack_undo)."""
         if self.project is None or self.item_id is None:
             return False
         self.autosave.finish_pending()
@@ -271,9 +272,10 @@ class Controller(QtCore.QObject, LabelIntents, EditIntents, Display):
             return False
         self.annotation = ann
         self.autosave.loaded()
-        self.history.forget(self.item_id)
-        self.selection = []
-        self.selectionChanged.emit([])
+        if not keep_history:
+            self.history.forget(self.item_id)
+        self.selection = [i for i in self.selection if keep_history and ann.find(i) is not None]
+        self.selectionChanged.emit(list(self.selection))
         self.annotationEdited.emit(self.item_id, None)
         self.instancesChanged.emit()
         self.item_written(self.item_id, ann, current=True)

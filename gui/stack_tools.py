@@ -10,14 +10,17 @@
   selected, so the user corrects the copy at once. The copy is one undo step on that slice;
   an instance without an object first gets one (one undo step on its own slice).
 - Link objects in this stack: the engine's linker (engine.objects) over every slice of the
-  stack, as `maskloop link` does; Unlink from 3-D object: the selected instances leave their
-  objects (one undo step on this slice).
+  stack, as `maskloop link` does; Split object here: the selected instance's object is cut
+  at this slice (from here on, a new object); Propagate up / down / both ways: the selected
+  instance carried slice by slice by GrabCut (engine.propagate). Each is ONE undo step on
+  this slice, though it changes many slices (gui.stack_undo, engine.stack_history).
+- Unlink from 3-D object: the selected instances leave their objects (one undo step on
+  this slice).
 - The orthogonal views dock (gui.panels.orthogonal).
 """
 from __future__ import annotations
 
 import importlib.util
-from typing import Optional
 
 from PyQt5 import QtCore, QtWidgets
 
@@ -27,6 +30,7 @@ from .canvas import stack_input
 from .canvas.neighbour_outlines import NeighbourOutlines
 from engine.history import Change
 from .object_index import ObjectIndex
+from .stack_undo import StackEdits
 
 
 def short_object_id(object_id: str) -> str:
@@ -41,6 +45,7 @@ class StackTools(QtCore.QObject):
         self.canvas = window.canvas
         self.input = stack_input.install(self.canvas)
         self.index = ObjectIndex(c, self)
+        self.edits = StackEdits(window, self._slices_changed)
         self.outlines = NeighbourOutlines(self.canvas.scene())
         self.show_neighbours = True
         self.object_label = QtWidgets.QLabel()
@@ -73,6 +78,18 @@ class StackTools(QtCore.QObject):
                           tip="Link instances of the same label on adjacent slices into 3-D objects (by overlap)")
         self.act_unlink = A(menu, "Unlink from 3-D object", self.unlink_selected, name="unlink object",
                             tip="The selected instances leave their 3-D objects (each becomes its own)")
+        self.act_split = A(menu, "Split object here", self.split_here, name="split object here",
+                           tip="Cut the selected instance's 3-D object at this slice: from here on it "
+                               "is a new object")
+        self.act_props = {
+            d: A(menu, text, lambda _=False, d=d: self.propagate(d), name=name, tip=tip)
+            for d, text, name, tip in (
+                (-1, "Propagate up", "propagate up", "Carry the selected instance to the previous slices "
+                 "(GrabCut in its grown box) until it vanishes or drifts"),
+                (+1, "Propagate down", "propagate down", "Carry the selected instance to the next slices "
+                 "(GrabCut in its grown box) until it vanishes or drifts"),
+                (0, "Propagate both ways", "propagate both", "Carry the selected instance up and down the "
+                 "stack to the ends of its object"))}
         self.act_neigh = A("view", "Neighbour slice outlines", self.set_show_neighbours,
                            name="neighbour outlines", checkable=True,
                            tip="Outline the selected 3-D object as it lies on the previous (cyan, dashed) "
@@ -103,6 +120,10 @@ class StackTools(QtCore.QObject):
         engine_has = self.objects_module() is not None
         self.act_link.setEnabled(on_stack and engine_has)
         self.act_unlink.setEnabled(engine_has and any(i.object_id for i in c.selected_instances()))
+        one = c.selected_instances() if len(c.selection) == 1 else []
+        self.act_split.setEnabled(on_stack and bool(one) and bool(one[0].object_id))
+        for act in self.act_props.values():
+            act.setEnabled(on_stack and bool(one))
 
     # ------------------------------------------------------------------ object info + outlines
     def set_show_neighbours(self, on: bool) -> None:
@@ -199,34 +220,68 @@ class StackTools(QtCore.QObject):
         return objects
 
     def link_stack(self) -> bool:
-        """Link the whole stack by overlap (the engine's rule; `maskloop link` does the same).
-
-        It rewrites the slices' files, so it is not an undo step; linking again after an
-        edit is always safe (objects keep their ids where they can)."""
+        """Link the whole stack by overlap (the engine's rule; `maskloop link` does the same):
+        one undo step here, though it rewrites many slices."""
         c = self.controller
-        objects = self.objects_module()
-        if objects is None or c.item_id is None or len(c.slice_items()) <= 1:
+        if self.objects_module() is None or c.item_id is None or len(c.slice_items()) <= 1:
             return False
-        if not c.flush():
-            c.error.emit("the current slice could not be saved; not linking")
+        from engine.stack_edits import link_changes
+        sel = list(c.selection)
+        changes = self.edits.compute("Linking objects", link_changes, c.item_id)
+        if changes is None:
             return False
-        from engine.errors import CancelledError, MaskLoopError
-        from .background import run_with_progress
-        source = str(c.item.source)
-        try:
-            result = run_with_progress(self.window, "Linking objects", objects.link_project, c.project, source)
-        except CancelledError:
+        if not self.edits.commit("Link objects in this stack", changes, select=sel):
+            c.message.emit("linking changed nothing: the stack's objects were linked already")
             return False
-        except MaskLoopError as e:
-            c.error.emit(e.one_line())
+        n = sum(len(v) for v in changes.values())
+        c.message.emit(f"linked the stack: {len(changes)} slice(s), {n} instance(s) changed (Ctrl+Z undoes it)")
+        return True
+
+    def split_here(self) -> bool:
+        """Cut the selected instance's object at this slice: one undo step."""
+        c = self.controller
+        sel = c.selected_instances()
+        if len(sel) != 1 or not sel[0].object_id or len(c.slice_items()) <= 1:
+            c.message.emit("select one instance of a 3-D object to split its object here")
             return False
-        c.reload_current()
+        from engine.stack_edits import split_changes
+        changes = self.edits.compute("Splitting object", split_changes, c.item_id, sel[0].object_id)
+        if not self.edits.commit("Split object here", changes, select=[sel[0].id]):
+            return False
+        c.message.emit(f"split the object here: {sum(len(v) for v in changes.values())} instance(s) on "
+                       f"this slice and after it form a new object")
+        return True
+
+    def propagate(self, direction: int) -> bool:
+        """Carry the selected instance through the stack (GrabCut): one undo step."""
+        c = self.controller
+        sel = c.selected_instances()
+        if len(sel) != 1 or len(c.slice_items()) <= 1:
+            c.message.emit("select one instance on a stack slice to propagate")
+            return False
+        from engine.stack_edits import propagate_changes
+        changes = self.edits.compute("Propagating", propagate_changes, c.item_id, sel[0], direction,
+                                     window=c.window)
+        if changes is None:
+            return False
+        added = sum(1 for v in changes.values() for ch in v if ch.old is None)
+        where = {-1: "up", 1: "down", 0: "up and down"}[direction]
+        if not added:
+            c.message.emit(f"propagating {where}: nothing added (the next slice's answer vanished, drifted, "
+                           f"or the object is there already)")
+            return False
+        if not self.edits.commit(f"Propagate {where}", changes, select=[sel[0].id]):
+            return False
+        c.message.emit(f"propagated {where}: {added} new instance(s) of this object (Ctrl+Z removes them all)")
+        return True
+
+    def _slices_changed(self) -> None:
+        """Slices were rewritten by a stack step (or its undo): outlines, extent, ortho views."""
         self.index.refresh()
         self.ortho.volume.stop()
         self.ortho.set_active(self.ortho.active)
-        c.message.emit(f"linked {result.get('instances', 0)} instance(s) into {result.get('objects', 0)} "
-                       f"object(s); {result.get('items_changed', 0)} slice(s) changed")
-        return True
+        self.refresh()
+        self._update_enabled()
 
     def unlink_selected(self) -> bool:
         """The selected instances leave their objects (each its own object): one undo step."""
