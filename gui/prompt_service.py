@@ -200,6 +200,7 @@ class PromptService(QtCore.QObject):
         self._preview_next: Optional[PromptRequest] = None
         self._latest_preview = 0
         self.pending = 0                 # non-preview requests in the worker
+        self._model: Optional[tuple] = None      # identity of the model the features were asked for
         self.enabled = True              # False: never load a model (cold-start rules only)
         c = controller
         c.currentItemChanged.connect(self._on_item)
@@ -246,6 +247,9 @@ class PromptService(QtCore.QObject):
         active model changes; item changes call it themselves)."""
         c = self.controller
         path = self.model_path()
+        if model_key(path) != self._model:       # another active model: answers in flight are stale
+            self._model = model_key(path)
+            self._bump()
         if c.image is None or c.item_id is None:
             return
         if path is None:

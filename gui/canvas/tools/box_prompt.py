@@ -249,7 +249,9 @@ class BoxPromptTool(Tool):
     # -- hover preview --------------------------------------------------------------------------
     def _update_preview(self, mods) -> None:
         mode = mode_of(mods)
-        if mode is None or self._hover is None or self.controller.annotation is None:
+        ann = self.controller.annotation
+        if (mode is None or self._hover is None or ann is None
+                or not (0 <= self._hover[0] < ann.width and 0 <= self._hover[1] < ann.height)):
             self._clear_preview()
             return
         self._style_preview(mode)
