@@ -55,6 +55,45 @@ def test_box_prompt_escape_and_empty_box(window, qtbot):
     assert "empty" in messages[-1]
 
 
+def test_hover_previews_are_throttled_and_a_click_takes_the_shown_one(window, qtbot):
+    """Without a model the wand answers a click. Hover previews run in the worker: while one
+    is there, only the newest waits (older ones are never computed, stale answers never
+    shown); a Ctrl+click on the previewed pixel uses the preview, without another request."""
+    ctl = window.controller
+    window.canvas.set_tool("box_prompt")
+    tool = window.canvas.tools["box_prompt"]
+    svc = window.prompts
+    asked, shown, messages = [], [], []
+    answer = svc.worker.answer
+
+    def counting(req, wanted):
+        asked.append(req.point)
+        return answer(req, wanted)
+    svc.worker.answer = counting
+    svc.answered.connect(shown.append)
+    ctl.message.connect(messages.append)
+    before = snapshot(ctl.annotation)
+    for p in ((70, 70), (75, 75), (80, 80)):              # no event processing in between
+        hover(window, *p, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: any(r.request.point == (80, 80) for r in shown), timeout=WAIT_MS)
+    assert (75, 75) not in asked and set(asked) <= {(70, 70), (80, 80)}
+    assert [r.request.point for r in shown] == [(80, 80)] and shown[0].rule == "wand"
+    assert tool.preview_visible and same(snapshot(ctl.annotation), before)
+    n = len(asked)
+    click(window, 80, 80, Qt.ControlModifier)            # answered at once by the preview
+    assert len(asked) == n and len(ctl.annotation.instances) == len(before) + 1
+    new = ctl.annotation.instances[-1]
+    truth = np.zeros((256, 256), bool)
+    truth[60:100, 60:100] = True
+    assert new.source == "prompt" and mask_iou(new.full_mask((256, 256)), truth) >= 0.9
+    assert messages[-1].startswith("click prompt answered by wand (no model)")
+    assert not tool.preview_visible
+    hover(window, 80, 80, Qt.NoModifier)                  # no modifier: no preview asked
+    assert len(asked) == n
+    key(qtbot, window, Qt.Key_Z, Qt.ControlModifier)
+    assert same(snapshot(ctl.annotation), before)
+
+
 # --- prompts answered by the project's own model ---------------------------------------------
 # A tiny Mask R-CNN that knows bright blobs is trained once for this module (the backbone as
 # built and frozen, its features computed once; the RPN and heads learn, as in
@@ -199,6 +238,7 @@ def box_drag(win, box, mods=Qt.NoModifier):
     release(win, x1 - 1, y1 - 1, mods)
 
 
+@pytest.mark.slow     # trains a tiny model once for the module
 def test_box_prompt_is_answered_by_the_active_model(model_window, qtbot, blob_checkpoint):
     win, ctl = model_window, model_window.controller
     win.canvas.set_tool("box_prompt")
@@ -228,6 +268,7 @@ def test_box_prompt_is_answered_by_the_active_model(model_window, qtbot, blob_ch
     assert same(snapshot(ctl.annotation), before)
 
 
+@pytest.mark.slow     # trains a tiny model once for the module
 def test_click_prompts_preview_add_and_subtract(model_window, qtbot, tmp_path):
     win, ctl = model_window, model_window.controller
     tool = win.canvas.tools["box_prompt"]
@@ -269,6 +310,7 @@ def test_click_prompts_preview_add_and_subtract(model_window, qtbot, tmp_path):
     assert same(snapshot(ctl.annotation), before)
 
 
+@pytest.mark.slow     # trains a tiny model once for the module
 def test_an_answer_for_an_item_no_longer_shown_is_dropped(model_window, qtbot):
     win, ctl = model_window, model_window.controller
     win.canvas.set_tool("box_prompt")
@@ -276,10 +318,14 @@ def test_an_answer_for_an_item_no_longer_shown_is_dropped(model_window, qtbot):
     answered, prepared = [], []
     win.prompts.answered.connect(answered.append)
     win.prompts.prepared.connect(lambda item, _s: prepared.append(item))
+    import time
+    t0 = time.perf_counter()
+    print("T start", flush=True)
     box_drag(win, tight_box(win.truth[0]))
     assert win.prompts.busy
     assert ctl.set_current_item(other_id)        # before the answer arrives (it is queued)
     qtbot.waitUntil(lambda: not win.prompts.busy, timeout=WAIT_MS)
+    print("T not busy", time.perf_counter() - t0, win.prompts.worker.prepared, flush=True)
     QtWidgets.QApplication.processEvents()
     assert answered == [] and ctl.annotation.instances == []
     assert ctl.project.load_annotation(first_id).instances == []
