@@ -60,15 +60,16 @@ def _union(target: Instance, mask: np.ndarray, x0: int, y0: int) -> Change:
 
 
 def add_region(ann: ItemAnnotation, selected: Sequence[Instance], mask: np.ndarray, x0: int, y0: int,
-               label: str, *, text: str = "Add region", new: bool = False) -> Edit:
-    """Add pixels onto the one selected instance, or as a new instance of `label`."""
+               label: str, *, text: str = "Add region", new: bool = False, source: str = "manual") -> Edit:
+    """Add pixels onto the one selected instance, or as a new instance of `label` whose
+    source is `source` (e.g. "prompt" for a mask a prompt answered)."""
     clipped = clip_to_image(ann.shape, mask, int(x0), int(y0))
     if clipped is None:
         return Edit(text)
     mask, x0, y0 = clipped
     if len(selected) == 1 and not new:
         return Edit(text, [_union(selected[0], mask, x0, y0)])
-    inst = Instance(mask=mask.copy(), x0=x0, y0=y0, label=label, source="manual").tight()
+    inst = Instance(mask=mask.copy(), x0=x0, y0=y0, label=label, source=source).tight()
     return Edit(text, [Change(None, inst)], select=[inst.id])
 
 

@@ -69,12 +69,21 @@ class EditIntents:
         if any(i not in present for i in self.selection):
             self.set_selection([i for i in self.selection if i in present])
 
-    def add_mask(self, mask: np.ndarray, x0: int, y0: int, text: str = "Add region", new: bool = False) -> bool:
-        """Add a cropped mask: onto the one selected instance, else as a new instance."""
+    def add_mask(self, mask: np.ndarray, x0: int, y0: int, text: str = "Add region", new: bool = False,
+                 source: str = "manual") -> bool:
+        """Add a cropped mask: onto the one selected instance, else as a new instance (of `source`)."""
         if self.annotation is None:
             return False
         return self.apply(editing.add_region(self.annotation, self.selected_instances(), mask, x0, y0,
-                                             self.ensure_label(), text=text, new=new))
+                                             self.ensure_label(), text=text, new=new, source=source))
+
+    def subtract_mask(self, mask: np.ndarray, x0: int, y0: int, text: str = "Subtract region") -> bool:
+        """Remove a cropped mask's pixels from the selected instances (nothing selected: no change)."""
+        if self.annotation is None:
+            return False
+        edit = editing.erase_stroke(self.annotation, self.selected_instances(), mask, x0, y0)
+        edit.text = text
+        return self.apply(edit)
 
     def paint_stroke(self, mask: np.ndarray, x0: int, y0: int, erase: bool = False, extend: bool = False) -> bool:
         """A finished brush (or eraser) stroke as one undo step (rules: engine.editing)."""

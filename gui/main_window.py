@@ -60,6 +60,8 @@ class MainWindow(QtWidgets.QMainWindow, ProjectActions):
         from .panels import measurements
         stack_tools.install(self)
         measurements.install(self)
+        from . import prompt_service
+        prompt_service.install(self)
         self._set_empty_canvas_actions()
 
     # ------------------------------------------------------------------ building blocks

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PyQt5 import QtCore
+from PyQt5 import QtCore, QtGui, QtWidgets
 
-from guihelpers import drag, key, press, release, move, same, snapshot
+from guihelpers import click, drag, key, move, press, release, same, snapshot
 
 pytestmark = pytest.mark.gui
 Qt = QtCore.Qt
@@ -18,14 +18,16 @@ def test_box_prompt_drag_makes_the_object_under_it(window, qtbot, tmp_path):
     before = snapshot(ctl.annotation)
     messages = []
     ctl.message.connect(messages.append)
-    drag(window, [(54, 54), (80, 80), (106, 106)])       # around the bright square 60..99
+    with qtbot.waitSignal(window.prompts.answered, timeout=30000):
+        drag(window, [(54, 54), (80, 80), (106, 106)])   # around the bright square 60..99
     assert len(ctl.annotation.instances) == len(before) + 1
     new = ctl.annotation.instances[-1]
     truth = np.zeros((256, 256), bool)
     truth[60:100, 60:100] = True
     got = new.full_mask((256, 256))
     assert (got & truth).sum() / (got | truth).sum() >= 0.9
-    assert any("GrabCut" in m for m in messages)
+    assert any("answered by GrabCut (no model)" in m for m in messages)
+    assert new.source == "prompt"
     window.grab().save(str(tmp_path / "box_prompt.png"))
     assert ctl.undo_stack.count() == 1                   # one undo step
     key(qtbot, window, Qt.Key_Z, Qt.ControlModifier)
@@ -44,6 +46,287 @@ def test_box_prompt_escape_and_empty_box(window, qtbot):
     release(window, 90, 90)
     messages = []
     ctl.message.connect(messages.append)
-    drag(window, [(10, 10), (10, 10)])                   # a click is no box
+    drag(window, [(10, 10), (10, 10)])                   # a click without a modifier: a hint
     assert same(snapshot(ctl.annotation), before)
-    assert messages and "empty" in messages[-1]
+    assert messages and "drag a box" in messages[-1]
+    with qtbot.waitSignal(window.prompts.answered, timeout=30000):
+        drag(window, [(10, 10), (12, 10), (14, 10)])     # a box one pixel high is empty
+    assert same(snapshot(ctl.annotation), before)
+    assert "empty" in messages[-1]
+
+
+def test_hover_previews_are_throttled_and_a_click_takes_the_shown_one(window, qtbot):
+    """Without a model the wand answers a click. Hover previews run in the worker: while one
+    is there, only the newest waits (older ones are never computed, stale answers never
+    shown); a Ctrl+click on the previewed pixel uses the preview, without another request."""
+    ctl = window.controller
+    window.canvas.set_tool("box_prompt")
+    tool = window.canvas.tools["box_prompt"]
+    svc = window.prompts
+    asked, shown, messages = [], [], []
+    answer = svc.worker.answer
+
+    def counting(req, wanted):
+        asked.append(req.point)
+        return answer(req, wanted)
+    svc.worker.answer = counting
+    svc.answered.connect(shown.append)
+    ctl.message.connect(messages.append)
+    before = snapshot(ctl.annotation)
+    for p in ((70, 70), (75, 75), (80, 80)):              # no event processing in between
+        hover(window, *p, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: any(r.request.point == (80, 80) for r in shown), timeout=WAIT_MS)
+    assert (75, 75) not in asked and set(asked) <= {(70, 70), (80, 80)}
+    assert [r.request.point for r in shown] == [(80, 80)] and shown[0].rule == "wand"
+    assert tool.preview_visible and same(snapshot(ctl.annotation), before)
+    n = len(asked)
+    click(window, 80, 80, Qt.ControlModifier)            # answered at once by the preview
+    assert len(asked) == n and len(ctl.annotation.instances) == len(before) + 1
+    new = ctl.annotation.instances[-1]
+    truth = np.zeros((256, 256), bool)
+    truth[60:100, 60:100] = True
+    assert new.source == "prompt" and mask_iou(new.full_mask((256, 256)), truth) >= 0.9
+    assert messages[-1].startswith("click prompt answered by wand (no model)")
+    assert not tool.preview_visible
+    hover(window, 80, 80, Qt.NoModifier)                  # no modifier: no preview asked
+    assert len(asked) == n
+    key(qtbot, window, Qt.Key_Z, Qt.ControlModifier)
+    assert same(snapshot(ctl.annotation), before)
+
+
+# --- prompts answered by the project's own model ---------------------------------------------
+# A tiny Mask R-CNN that knows bright blobs is trained once for this module (the backbone as
+# built and frozen, its features computed once; the RPN and heads learn, as in
+# tests/engine/test_model_prompts.py), saved as a real checkpoint and made the active model of
+# a fresh project per test. Every wait is on a signal or a condition, with a generous timeout.
+
+BLOB_SIZE = 96
+WAIT_MS = 240000
+
+
+def blobs(seed, size=BLOB_SIZE, n=2):
+    """Bright ellipses on a noisy 8-bit background, and their masks."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(60, 12, (size, size))
+    y, x = np.mgrid[:size, :size]
+    masks = []
+    while len(masks) < n:
+        cx, cy = rng.uniform(22, size - 22, 2)
+        a, b = rng.uniform(10, 16, 2)
+        m = ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 <= 1
+        if not any((m & ndimage_dilate(o)).any() for o in masks):
+            masks.append(m)
+    for m in masks:
+        img[m] += 110
+    return np.clip(img, 0, 255).astype(np.uint8), masks
+
+
+def ndimage_dilate(m, r=4):
+    from scipy import ndimage
+    return ndimage.binary_dilation(m, iterations=r)
+
+
+def tight_box(mask):
+    ys, xs = np.nonzero(mask)
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def centre(mask):
+    ys, xs = np.nonzero(mask)
+    k = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
+    return int(xs[k]), int(ys[k])
+
+
+def mask_iou(a, b):
+    return (a & b).sum() / max(1, (a | b).sum())
+
+
+@pytest.fixture(scope="module")
+def blob_checkpoint(tmp_path_factory):
+    """model.pt of an r18fpn whose RPN and heads were trained on one blob image and its mirror."""
+    torch = pytest.importorskip("torch")
+    from engine.model import normalize as N
+    from engine.model.checkpoint import save_checkpoint
+    from engine.model.weights import build_model
+    policy = N.range_policy(0, 255)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)     # small ops: one thread is faster on a shared machine; restored below
+    try:
+        torch.manual_seed(0)
+        m = build_model("r18fpn", 2)
+        m.roi_heads.fg_bg_sampler.batch_size_per_image = 32
+        torch.nn.init.normal_(m.roi_heads.mask_predictor.mask_fcn_logits.weight, std=0.001)
+        torch.nn.init.normal_(m.roi_heads.box_predictor.cls_score.weight, std=0.01)
+        m.eval()
+        img, masks = blobs(0)
+        data = []
+        for flip in (False, True):
+            im = np.ascontiguousarray(img[:, ::-1]) if flip else img
+            ms = [np.ascontiguousarray(k[:, ::-1]) if flip else k for k in masks]
+            tgt = {"boxes": torch.tensor([tight_box(k) for k in ms], dtype=torch.float32),
+                   "labels": torch.ones(len(ms), dtype=torch.int64),
+                   "masks": torch.from_numpy(np.stack(ms).astype(np.uint8))}
+            x = torch.from_numpy(N.normalize_compact(im, policy)).expand(3, -1, -1).contiguous()
+            with torch.no_grad():
+                images, tgts = m.transform([x], [tgt])
+                data.append((images, tgts, m.backbone(images.tensors)))
+        opt = torch.optim.Adam([p for mod in (m.rpn, m.roi_heads) for p in mod.parameters()], lr=2e-3)
+        m.rpn.train()
+        m.roi_heads.train()
+        for it in range(ITERS):
+            images, tgts, feats = data[it % len(data)]
+            props, l1 = m.rpn(images, feats, tgts)
+            _, l2 = m.roi_heads(feats, props, images.image_sizes, tgts)
+            opt.zero_grad()
+            sum({**l1, **l2}.values()).backward()
+            opt.step()
+        m.eval()
+        path = tmp_path_factory.mktemp("blobmodel") / "model.pt"
+        save_checkpoint(path, m, label_names=["blob"], normalization=policy, arch="r18fpn", run="run-blobs")
+    finally:
+        torch.set_num_threads(threads)
+    return path
+
+
+ITERS = 30
+
+
+@pytest.fixture
+def model_window(qtbot, tmp_path, blob_checkpoint):
+    """The annotation window on a project of two blob images whose active model knows blobs."""
+    import shutil
+    import tifffile
+    from engine.project import Project
+    from guihelpers import open_window
+    images = tmp_path / "images"
+    images.mkdir()
+    truth = {}
+    for seed in (0, 1):
+        img, masks = blobs(seed)
+        tifffile.imwrite(images / f"blobs{seed}.tif", img)
+        truth[seed] = masks
+    proj = Project.create(tmp_path / "proj", ["blob"])
+    proj.add([images / "blobs0.tif", images / "blobs1.tif"])
+    run = proj.models_dir / "run-blobs"
+    run.mkdir(parents=True)
+    shutil.copy(blob_checkpoint, run / "model.pt")
+    proj.set_active_model("run-blobs")
+    win = open_window(qtbot, proj.root)
+    win.canvas.set_zoom(4.0)
+    win.canvas.centerOn(BLOB_SIZE / 2, BLOB_SIZE / 2)
+    QtWidgets.QApplication.processEvents()
+    win.truth = truth[0]                    # the first item is on screen
+    yield win
+    win.controller.close_project(force=True)
+    win.prompts.shutdown()
+
+
+def hover(win, x, y, mods):
+    from guihelpers import vp
+    view = win.canvas.viewport()
+    pos = QtCore.QPointF(vp(win, x, y))
+    ev = QtGui.QMouseEvent(QtCore.QEvent.MouseMove, pos, view.mapToGlobal(pos.toPoint()), Qt.NoButton,
+                           Qt.NoButton, mods)
+    QtWidgets.QApplication.sendEvent(view, ev)
+
+
+def box_drag(win, box, mods=Qt.NoModifier):
+    x0, y0, x1, y1 = box
+    press(win, x0, y0, mods)
+    move(win, (x0 + x1) // 2, (y0 + y1) // 2)
+    move(win, x1 - 1, y1 - 1)
+    release(win, x1 - 1, y1 - 1, mods)
+
+
+@pytest.mark.slow     # trains a tiny model once for the module
+@pytest.mark.timeout(1800)   # training: est. ~30 s on an idle core, 10 min on the loaded VM
+def test_box_prompt_is_answered_by_the_active_model(model_window, qtbot, blob_checkpoint):
+    win, ctl = model_window, model_window.controller
+    win.canvas.set_tool("box_prompt")
+    messages = []
+    ctl.message.connect(messages.append)
+    before = snapshot(ctl.annotation)
+    target = win.truth[0]
+    with qtbot.waitSignal(win.prompts.answered, timeout=WAIT_MS) as got:
+        box_drag(win, tight_box(target))
+    res = got.args[0]
+    assert res.rule == "model" and res.answer.method == "model-box" and res.run == "run-blobs"
+    assert len(ctl.annotation.instances) == len(before) + 1
+    new = ctl.annotation.instances[-1]
+    assert new.source == "prompt" and new.label == "blob" and ctl.selection == [new.id]
+    assert any(m.startswith("box prompt answered by the model (run run-blobs") for m in messages)
+    # the model's own answer (not GrabCut's), for the same box, from the engine directly
+    from engine.model.predict import Predictor
+    from engine.model.prompts import PromptEngine
+    direct = PromptEngine(Predictor(str(blob_checkpoint), device="cpu")).box("x", ctl.image, res.request.box,
+                                                                            label="blob")
+    assert mask_iou(new.full_mask((BLOB_SIZE, BLOB_SIZE)), direct.instance.full_mask((BLOB_SIZE, BLOB_SIZE))) >= 0.98
+    assert mask_iou(new.full_mask((BLOB_SIZE, BLOB_SIZE)), target) >= 0.6
+    # the item's features were computed once, in the worker, and the box used them
+    assert win.prompts.worker.prepared == 1 and win.prompts.worker.loads == 1
+    assert ctl.undo_stack.count() == 1
+    key(qtbot, win, Qt.Key_Z, Qt.ControlModifier)
+    assert same(snapshot(ctl.annotation), before)
+
+
+@pytest.mark.slow     # trains a tiny model once for the module
+@pytest.mark.timeout(1800)   # training: est. ~30 s on an idle core, 10 min on the loaded VM
+def test_click_prompts_preview_add_and_subtract(model_window, qtbot, tmp_path):
+    win, ctl = model_window, model_window.controller
+    tool = win.canvas.tools["box_prompt"]
+    win.canvas.set_tool("box_prompt")
+    shape = (BLOB_SIZE, BLOB_SIZE)
+    first, second = win.truth
+    before = snapshot(ctl.annotation)
+    # hovering with Ctrl held: a preview of the object under the cursor, computed in the worker
+    cx, cy = centre(first)
+    with qtbot.waitSignal(win.prompts.answered, timeout=WAIT_MS) as got:
+        hover(win, cx, cy, Qt.ControlModifier)
+    assert got.args[0].request.preview and got.args[0].rule == "model"
+    assert tool.preview_visible and same(snapshot(ctl.annotation), before)   # a preview edits nothing
+    win.grab().save(str(tmp_path / "prompt_hover.png"))
+    # Ctrl+click there: the previewed object becomes a new instance of source "prompt"
+    click(win, cx, cy, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: len(ctl.annotation.instances) == len(before) + 1, timeout=WAIT_MS)
+    new = ctl.annotation.instances[-1]
+    assert new.source == "prompt" and ctl.selection == [new.id]
+    assert new.full_mask(shape)[cy, cx] and mask_iou(new.full_mask(shape), first) >= 0.5
+    assert not mask_iou(new.full_mask(shape), second)
+    # Shift+click on the other blob adds it to the selected instance
+    sx, sy = centre(second)
+    click(win, sx, sy, Qt.ShiftModifier)
+    qtbot.waitUntil(lambda: ctl.annotation.find(new.id).full_mask(shape)[sy, sx], timeout=WAIT_MS)
+    grown = ctl.annotation.find(new.id).full_mask(shape)
+    assert len(ctl.annotation.instances) == len(before) + 1 and grown[cy, cx]
+    assert mask_iou(grown & ~ndimage_dilate(first, 2), second) >= 0.5
+    # Alt+click on it again cuts it out
+    click(win, sx, sy, Qt.AltModifier)
+    qtbot.waitUntil(lambda: not ctl.annotation.find(new.id).full_mask(shape)[sy, sx], timeout=WAIT_MS)
+    cut = ctl.annotation.find(new.id).full_mask(shape)
+    assert cut[cy, cx] and not (cut & second).sum() > 0.2 * second.sum()
+    win.grab().save(str(tmp_path / "prompt_result.png"))
+    # three prompts, three undo steps
+    assert ctl.undo_stack.count() == 3
+    for _ in range(3):
+        key(qtbot, win, Qt.Key_Z, Qt.ControlModifier)
+    assert same(snapshot(ctl.annotation), before)
+
+
+@pytest.mark.slow     # trains a tiny model once for the module
+@pytest.mark.timeout(1800)   # training: est. ~30 s on an idle core, 10 min on the loaded VM
+def test_an_answer_for_an_item_no_longer_shown_is_dropped(model_window, qtbot):
+    win, ctl = model_window, model_window.controller
+    win.canvas.set_tool("box_prompt")
+    first_id, other_id = ctl.item_id, ctl.items[1].id
+    answered, prepared = [], []
+    win.prompts.answered.connect(answered.append)
+    win.prompts.prepared.connect(lambda item, _s: prepared.append(item))
+    box_drag(win, tight_box(win.truth[0]))
+    assert win.prompts.busy
+    assert ctl.set_current_item(other_id)        # before the answer arrives (it is queued)
+    qtbot.waitUntil(lambda: not win.prompts.busy, timeout=WAIT_MS)
+    QtWidgets.QApplication.processEvents()
+    assert answered == [] and ctl.annotation.instances == []
+    assert ctl.project.load_annotation(first_id).instances == []
+    # and the new item's features are computed for prompts there
+    qtbot.waitUntil(lambda: other_id in prepared, timeout=WAIT_MS)
