@@ -90,7 +90,7 @@ def start_from_text(base: str, arch: str, *, run_arch: Optional[str] = None) -> 
     else:
         where = f"run {chosen}" if os.sep not in chosen and "/" not in chosen else f"checkpoint {chosen}"
         text = f"the weights of {where}" + (f" ({run_arch})" if run_arch else "")
-        return text + "; fine-tuned on the reviewed items"
+        return text + ". It is fine-tuned on the reviewed items."
     if base != "auto":
         return text
     notes = [why_not_coco] if why_not_coco else []
@@ -147,7 +147,6 @@ class TrainDialog(QtWidgets.QDialog):
         form = QtWidgets.QFormLayout()
         self.items_label = QtWidgets.QLabel()
         self.items_label.setObjectName("itemsLabel")
-        self.items_label.setWordWrap(True)
         form.addRow("Training data:", self.items_label)
 
         self.base = QtWidgets.QComboBox()
@@ -155,16 +154,15 @@ class TrainDialog(QtWidgets.QDialog):
         self._fill_bases()
         self.start_from = QtWidgets.QLabel()
         self.start_from.setObjectName("startFromLabel")
-        self.start_from.setWordWrap(True)
         theme.set_state(self.start_from, "muted")
-        base_box = QtWidgets.QVBoxLayout()
-        base_box.setSpacing(2)
-        base_box.addWidget(self.base)
-        base_box.addWidget(self.start_from)
-        form.addRow("Start from:", base_box)
+        form.addRow("Start from:", self.base)
+        form.addRow("", self.start_from)   # one sentence a line: no word wrap (a form row clips it)
 
         self.arch = QtWidgets.QComboBox()
         self.arch.setObjectName("archCombo")
+        # the long help texts show in the list; closed, the combo need not widen the dialog
+        self.arch.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.arch.setMinimumContentsLength(36)
         for a in self.archs:
             self.arch.addItem(f"{a} — {self.arch_help.get(a, a)}", a)
         form.addRow("Architecture:", self.arch)
@@ -316,7 +314,7 @@ class TrainDialog(QtWidgets.QDialog):
     def _update(self) -> None:
         n = self.n_reviewed
         if n == 0:
-            self.items_label.setText("<b>No reviewed items yet.</b> Correct a few images and press "
+            self.items_label.setText("<b>No reviewed items yet.</b> Correct a few images and press<br>"
                                      "<i>Accept</i> (mark reviewed); only reviewed items are used.")
         else:
             n_val = 0 if n < 2 else max(1, round(0.2 * n))
@@ -330,7 +328,9 @@ class TrainDialog(QtWidgets.QDialog):
             self.start_from.setText("Choose a checkpoint file (a MaskLoop model.pt)")
             problems.append("choose a checkpoint file")
         else:
-            self.start_from.setText("Uses: " + start_from_text(base, arch, run_arch=self._arch_of(base)))
+            text = start_from_text(base, arch, run_arch=self._arch_of(base))
+            self.start_from.setText("Uses: " + text.replace(". ", ".\n"))
+            self.start_from.setToolTip(text)
         if n == 0:
             problems.append("mark at least one item reviewed first")
         if base == "coco" and arch not in self.coco_archs:
