@@ -163,3 +163,23 @@ def test_models_panel_shows_training_time_and_budget(qtbot, proj):
     assert cell("run-20260101-000000", panel.COLUMNS.index("AP")) == "0.300"
     tip = panel.table.item(rows["run-20260101-000000"], 1).toolTip()
     assert "trained: 12.5 min (time budget 15 min)" in tip
+
+
+def test_training_view_takes_a_budgeted_runs_length_from_its_plan(qtbot):
+    """A budgeted run starts with only a cap on epochs; the view shows the planned length
+    once the iter events carry it, not the cap."""
+    from gui.dialogs.training_view import TrainingView
+    view = TrainingView()
+    qtbot.addWidget(view)
+    view.begin("test")
+    view.on_start({"event": "start", "epochs": 10000, "iters_per_epoch": 4, "minutes": 15})
+    assert view.epochs == 0 and view.plot.epochs_total == 0
+    view.on_iter({"event": "iter", "epoch": 1, "iter": 1, "loss": 1.0, "eta_s": 800.0, "epochs": 10000})
+    assert view.epochs == 0 and "epoch 1 " in view.status.text() + " "
+    view.on_iter({"event": "iter", "epoch": 1, "iter": 4, "loss": 0.9, "eta_s": 700.0, "epochs": 6})
+    assert view.epochs == 6 and view.plot.epochs_total == 6 and view.bar.maximum() == 24
+    assert "epoch 1/6" in view.status.text()
+    # by epochs: the start says the length
+    view.begin("test")
+    view.on_start({"event": "start", "epochs": 3, "iters_per_epoch": 4})
+    assert view.epochs == 3 and view.bar.maximum() == 12
