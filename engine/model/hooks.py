@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -104,6 +104,7 @@ class Eta(Callback):
     def __init__(self):
         self.step_s, self.steps = 0.0, 0
         self.val_s, self.vals = 0.0, 0
+        self.val_probe_s: Optional[float] = None   # a validation's cost, estimated before one ran
         self._t0 = None
         self._first = True
 
@@ -111,9 +112,19 @@ class Eta(Callback):
         return self.step_s / self.steps if self.steps else fallback
 
     def validation_estimate(self, trainer, per_step: float) -> float:
+        """Seconds per validation: measured once one has run; before that the time
+        budget's probe (`val_probe_s`), else a guess from the step time."""
         if not trainer.val_items:
             return 0.0
-        return self.val_s / self.vals if self.vals else per_step * max(1, len(trainer.val_items)) * 0.5
+        if self.vals:
+            return self.val_s / self.vals
+        if self.val_probe_s is not None:
+            return self.val_probe_s
+        return per_step * max(1, len(trainer.val_items)) * 0.5
+
+    def restart_clock(self) -> None:
+        """The next step's time starts now (work between steps is not step time)."""
+        self._t0 = time.monotonic()
 
     def after_step(self, trainer) -> None:
         now = time.monotonic()
@@ -136,35 +147,78 @@ class Eta(Callback):
         self.vals += 1
 
     def before_epoch(self, trainer) -> None:
-        self._t0 = time.monotonic()  # validation and saving are not step time
+        self.restart_clock()  # validation and saving are not step time
 
 
 class TimeBudget(Callback):
     """`minutes`: plan the total number of iterations so the run (steps, a validation and
-    a checkpoint per epoch) ends inside the budget. The plan is made from the measured
-    step time after a few steps, revised after every epoch (when validation time is
-    known), and shared by all ranks; the LR schedule (and a default warm-up) follow it.
-    The run always ends with a validation and a checkpoint, even when the budget is
-    smaller than a few steps."""
+    a checkpoint per epoch) ends inside the budget; the LR schedule (and a default
+    warm-up) follow the plan, which all ranks share.
+
+    What a plan reserves besides steps is measured before the plan is made, since a
+    validation can cost many steps (a loaded CPU, big validation images, an untrained
+    model's many detections): right after the first step it times a prediction on the
+    smallest validation image, scaled to all of them by pixels, and a checkpoint write
+    (last.pt, resumable as on cancel; twice that is reserved per epoch, for last.pt and
+    best.pt). Once an epoch has ended, its measured validation and saving replace the
+    probes. Planned after PROBE_STEPS timed steps, revised after every epoch and whenever
+    the run falls behind its plan (the machine got slower). The run always ends with a
+    validation and a checkpoint, even when the budget is smaller than a few steps.
+    `plan` keeps the last plan's arithmetic (tests, logs)."""
 
     PROBE_STEPS = 3        # timed steps before the first plan
     MARGIN = 0.9           # plan for 90 % of the budget: estimates are estimates
-    SAVE_S = 0.5           # a checkpoint write, roughly
+    SAVE_S = 0.5           # a checkpoint write before one was timed
 
-    def __init__(self, minutes: float, eta: Eta, auto_warmup: bool):
+    def __init__(self, minutes: float, eta: Eta, auto_warmup: bool, *, last_path=None,
+                 clock: Callable[[], float] = time.monotonic):
         self.budget_s = float(minutes) * 60.0
         self.eta = eta
         self.auto_warmup = auto_warmup
+        self.last_path = last_path     # where the save probe writes (the run's last.pt)
+        self.clock = clock
         self.planned = False
+        self.probed = False
+        self.save_s: Optional[float] = None   # reserved per epoch for checkpoints
+        self.epoch_costs: list[float] = []    # measured validation + checkpoint of each epoch
+        self._val_started: Optional[float] = None
+        self.plan: dict = {}
 
+    # -- what to reserve ------------------------------------------------------------------
+    def probe(self, trainer) -> None:
+        """Time one validation image and one checkpoint write (rank 0; only rank 0 plans)."""
+        self.probed = True
+        if trainer.rank != 0:
+            return
+        items = list(trainer.val_items)
+        if items:
+            area = [max(1, int(it.height) * int(it.width)) for it in items]
+            k = min(range(len(items)), key=area.__getitem__)
+            t0 = self.clock()
+            trainer.validate(items=[items[k]])
+            self.eta.val_probe_s = (self.clock() - t0) * sum(area) / area[k]
+        if self.last_path is not None:
+            t0 = self.clock()
+            trainer.save_state(self.last_path, epoch_done=False)
+            self.save_s = 2.0 * (self.clock() - t0)
+        self.eta.restart_clock()
+
+    def per_epoch(self, trainer, per_step: float) -> float:
+        """Seconds reserved for each epoch's validation and checkpoints."""
+        if self.epoch_costs:
+            return sum(self.epoch_costs) / len(self.epoch_costs)
+        save = self.SAVE_S if self.save_s is None else self.save_s
+        return self.eta.validation_estimate(trainer, per_step) + save
+
+    # -- the plan -------------------------------------------------------------------------
     def _plan(self, trainer, validated: int) -> None:
         """Set the run's total iterations: the most that fit, with one validation and
         checkpoint for every epoch they end (`validated` epochs are done)."""
         per_step = self.eta.mean_step(0.0)
         if per_step <= 0:
             return
-        per_epoch = self.eta.validation_estimate(trainer, per_step) + self.SAVE_S
-        left = self.budget_s * self.MARGIN - (time.monotonic() - trainer.t_start)
+        per_epoch = self.per_epoch(trainer, per_step)
+        left = self.budget_s * self.MARGIN - (self.clock() - trainer.t_start)
         done, ipe = trainer.global_iter, trainer.ipe
 
         def cost(n: int) -> float:
@@ -177,27 +231,47 @@ class TimeBudget(Callback):
                 lo = mid
             else:
                 hi = mid - 1
+        self.plan = {"per_step_s": per_step, "per_epoch_s": per_epoch, "left_s": left, "iters": lo,
+                     "epochs_left": math.ceil((done + lo) / ipe) - validated}
         trainer.set_total(distributed.from_rank0(done + lo, trainer.device), auto_warmup=self.auto_warmup)
         self.planned = True
 
+    def _projected_end(self, trainer, per_step: float) -> float:
+        """Seconds from the start at which the current plan would end."""
+        left_iters = max(0, trainer.total - trainer.global_iter)
+        epochs_left = trainer.planned_epochs() - trainer.epoch + 1
+        return (self.clock() - trainer.t_start) + left_iters * per_step + epochs_left * self.per_epoch(trainer, per_step)
+
     def after_step(self, trainer) -> None:
+        if not self.probed:
+            self.probe(trainer)
         if self.planned:
+            # behind the plan (the machine got slower): plan again, shorter
+            behind = self._projected_end(trainer, self.eta.mean_step(0.0)) > self.budget_s
+            if distributed.agree(behind, trainer.device, src_rank_only=True):
+                self._plan(trainer, validated=trainer.epoch - 1)
             return
         if self.eta.steps >= self.PROBE_STEPS:
             self._plan(trainer, validated=trainer.epoch - 1)
             return
         # before the plan: stop as soon as one more slow step would not fit with a validation
         # (rank 0 decides; every rank takes part in the vote at every step)
-        spent = time.monotonic() - trainer.t_start
+        spent = self.clock() - trainer.t_start
         avg = self.eta.mean_step(spent / max(1, trainer.global_iter))
-        late = spent + avg + self.eta.validation_estimate(trainer, avg) + self.SAVE_S > self.budget_s * self.MARGIN
+        late = spent + avg + self.per_epoch(trainer, avg) > self.budget_s * self.MARGIN
         if distributed.agree(late, trainer.device, src_rank_only=True):
             trainer.set_total(trainer.global_iter, auto_warmup=self.auto_warmup)
             self.planned = True
 
+    def before_validation(self, trainer) -> None:
+        self._val_started = self.clock()
+
     def after_epoch(self, trainer) -> None:
+        # the hooks before this one validated and saved: that is what an epoch end costs
+        if self._val_started is not None:
+            self.epoch_costs.append(self.clock() - self._val_started)
         if trainer.global_iter < trainer.total:
-            self._plan(trainer, validated=trainer.epoch)  # revise with the measured validation time
+            self._plan(trainer, validated=trainer.epoch)  # revise with the measured cost
 
 
 BUDGET_STALL_SHARE = 0.25  # under a time budget, early stop needs this share of it without a gain
@@ -308,6 +382,7 @@ def default_hooks(trainer, run_dir) -> list[Callback]:
     hooks: list[Callback] = [Cancel(), eta, Validation(eta), Checkpoint(run_dir)]
     cfg = trainer.resolved
     if cfg.minutes and not trainer.resumed:
-        hooks.append(TimeBudget(cfg.minutes, eta, auto_warmup=trainer.config.warmup_iters is None))
+        hooks.append(TimeBudget(cfg.minutes, eta, auto_warmup=trainer.config.warmup_iters is None,
+                                last_path=run_dir / "last.pt"))
     return hooks
 

@@ -376,17 +376,19 @@ class Trainer:
         return start_epoch, start_iter
 
     # -- used by the hooks ----------------------------------------------------------------
-    def validate(self) -> dict:
-        """Metrics of the model being trained on the validation items (a copy predicts)."""
+    def validate(self, items: Optional[list] = None) -> dict:
+        """Metrics of the model being trained on the validation items, or on `items` of
+        them (the time budget times one); a copy of the model predicts."""
         from .predictor import Predictor
         from .validation import score_items
         cfg = self.resolved
+        ds = self.val_ds if items is None else InstanceDataset(items, self.policy, None, seed=cfg.seed)
         kw = {"tile": int(cfg.val_tile)} if cfg.val_tile else {}
         was_training = self.model.training
         pred = Predictor.from_model(self.model, self.labels, self.policy, device=self.device, run=self.run_id,
                                     copy_model=True, largest_object=self.largest or None, **kw)
         try:
-            return score_items(pred, self.val_ds, self.labels, score_threshold=cfg.val_score_threshold,
+            return score_items(pred, ds, self.labels, score_threshold=cfg.val_score_threshold,
                                cancel=self.cancel, before_item=self._check_stop_local)
         finally:
             del pred

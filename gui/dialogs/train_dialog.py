@@ -1,4 +1,10 @@
-"""The Train dialog: base, architecture, epochs, device — defaults that work in one click.
+"""The Train dialog: base, architecture, length, device — defaults that work in one click.
+
+The run's length is a time budget by default ("Train for 15 minutes" on a CPU, 10 on a
+GPU: `train --minutes`, engine.model.hooks.TimeBudget), or a number of epochs. "Start
+from" says which weights will be loaded: "Best available without a download" is
+engine.model.config.auto_base (COCO, else an ImageNet backbone in the torch cache, else
+scratch), and the line under it says which, and why COCO is not used.
 
 The dialog only chooses options; `gui.loop.training` starts `main.py train` with them in a
 child process (gui.loop.runner.TrainingRunner). Architectures, cached weights and GPUs are
@@ -14,6 +20,7 @@ from PyQt5 import QtWidgets
 from engine.runs import list_runs
 
 from .. import theme
+
 
 def cuda_devices() -> list[str]:
     """Names of the CUDA GPUs ([] without CUDA or the ML stack): engine.model.device."""
@@ -38,6 +45,60 @@ def coco_weights_cached(arch: str) -> bool:
     return cached(arch)
 
 
+def imagenet_weights_cached(arch: str) -> bool:
+    """True when the ImageNet weights of `arch`'s backbone are cached (engine.model.weights)."""
+    from engine.model.weights import imagenet_weights_cached as cached
+    return cached(arch)
+
+
+def auto_base(arch: str) -> str:
+    """What base "auto" starts `arch` from without a download (engine.model.config)."""
+    from engine.model.config import auto_base as pick
+    return pick(arch)
+
+
+def backbone_name(arch: str) -> str:
+    from engine.model.architectures import BACKBONES
+    return BACKBONES.get(arch, (arch,))[0]
+
+
+def start_from_text(base: str, arch: str, *, run_arch: Optional[str] = None) -> str:
+    """The "Start from" line: which weights the run will load for `base` ("auto", "coco",
+    "imagenet", "scratch", a run id or a checkpoint path) and, when COCO weights are not
+    used, why. The choice itself is engine.model.config.auto_base's, never re-decided here."""
+    chosen = auto_base(arch) if base == "auto" else base
+    why_not_coco = ""
+    if chosen != "coco":
+        from engine.model.architectures import COCO_WEIGHTS
+        if arch not in COCO_WEIGHTS:
+            why_not_coco = f"COCO weights exist for {', '.join(COCO_WEIGHTS)} only, not {arch}"
+        elif not coco_weights_cached(arch):
+            why_not_coco = "COCO weights are not in the torch cache; nothing is downloaded"
+    if chosen == "coco":
+        text = f"COCO Mask R-CNN weights for {arch}"
+        if coco_weights_cached(arch):
+            text += " (from the torch cache)"
+        else:
+            text += " — not in the torch cache: they will be downloaded (about 170 MB)"
+        return text
+    if chosen == "imagenet":
+        text = f"ImageNet backbone ({backbone_name(arch)}); the detection heads start from scratch"
+        if base != "auto" and not imagenet_weights_cached(arch):
+            text += " — not in the torch cache: they will be downloaded"
+    elif chosen == "scratch":
+        text = "scratch (random weights)"
+    else:
+        where = f"run {chosen}" if os.sep not in chosen and "/" not in chosen else f"checkpoint {chosen}"
+        text = f"the weights of {where}" + (f" ({run_arch})" if run_arch else "")
+        return text + ". It is fine-tuned on the reviewed items."
+    if base != "auto":
+        return text
+    notes = [why_not_coco] if why_not_coco else []
+    if chosen == "scratch":
+        notes.append(f"No ImageNet weights for {backbone_name(arch)} are in the torch cache either")
+    return ". ".join([text] + notes) + "."
+
+
 def default_epochs(n_reviewed: int, on_gpu: bool, fine_tune: bool) -> int:
     """Enough passes for a useful model in minutes: fewer from a trained base, more for
     small sets (every epoch is short), fewer on a CPU."""
@@ -54,10 +115,17 @@ def default_epochs(n_reviewed: int, on_gpu: bool, fine_tune: bool) -> int:
     return int(e)
 
 
+DEFAULT_MINUTES_CPU = 15   # a first useful model on a laptop CPU (issue 10)
+DEFAULT_MINUTES_GPU = 10
+CHECKPOINT_FILE = "__file__"   # the base combo's "Checkpoint file…" entry (asks for a path)
+
+
 class TrainDialog(QtWidgets.QDialog):
     """Options of one training run over the project's reviewed items.
 
-    `options()` -> {"arch", "base", "epochs", "device"} as `main.py train` takes them.
+    `options()` -> {"arch", "base", "epochs", "minutes", "device"} as `main.py train`
+    takes them: a time budget ("Train for N minutes", the default) leaves epochs None;
+    "or N epochs" leaves minutes None.
     """
 
     def __init__(self, project, parent=None, *, statuses: Optional[dict] = None,
@@ -73,31 +141,53 @@ class TrainDialog(QtWidgets.QDialog):
         self.models = {r.run: r for r in list_runs(project)}   # finished runs (engine.runs)
         self.archs, self.arch_help, self.coco_archs = architectures()
         self.active = project.active_model if project.active_model in self.models else None
+        #: asked for a checkpoint file when "Checkpoint file…" is chosen: () -> path or ""
+        self.pick_file = self._pick_file_box
 
         form = QtWidgets.QFormLayout()
         self.items_label = QtWidgets.QLabel()
         self.items_label.setObjectName("itemsLabel")
-        self.items_label.setWordWrap(True)
         form.addRow("Training data:", self.items_label)
 
         self.base = QtWidgets.QComboBox()
         self.base.setObjectName("baseCombo")
-        if self.active:
-            self.base.addItem(f"Active model ({self.active})", self.active)
-        self.base.addItem("COCO weights (torchvision, ResNet-50 only)", "coco")
-        self.base.addItem("From scratch", "scratch")
+        self._fill_bases()
+        self.start_from = QtWidgets.QLabel()
+        self.start_from.setObjectName("startFromLabel")
+        theme.set_state(self.start_from, "muted")
         form.addRow("Start from:", self.base)
+        form.addRow("", self.start_from)   # one sentence a line: no word wrap (a form row clips it)
 
         self.arch = QtWidgets.QComboBox()
         self.arch.setObjectName("archCombo")
+        # the long help texts show in the list; closed, the combo need not widen the dialog
+        self.arch.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.arch.setMinimumContentsLength(36)
         for a in self.archs:
             self.arch.addItem(f"{a} — {self.arch_help.get(a, a)}", a)
         form.addRow("Architecture:", self.arch)
 
+        # the length of the run: a time budget (default) or a number of epochs
+        self.by_minutes = QtWidgets.QRadioButton("Train for")
+        self.by_minutes.setObjectName("byMinutes")
+        self.minutes = QtWidgets.QSpinBox()
+        self.minutes.setObjectName("minutesSpin")
+        self.minutes.setRange(1, 24 * 60)
+        self.minutes.setSuffix(" minutes")
+        self.by_epochs = QtWidgets.QRadioButton("or")
+        self.by_epochs.setObjectName("byEpochs")
         self.epochs = QtWidgets.QSpinBox()
         self.epochs.setObjectName("epochsSpin")
         self.epochs.setRange(1, 1000)
-        form.addRow("Epochs:", self.epochs)
+        self.epochs.setSuffix(" epochs")
+        self.length_mode = QtWidgets.QButtonGroup(self)
+        self.length_mode.addButton(self.by_minutes)
+        self.length_mode.addButton(self.by_epochs)
+        length = QtWidgets.QHBoxLayout()
+        for w in (self.by_minutes, self.minutes, self.by_epochs, self.epochs):
+            length.addWidget(w)
+        length.addStretch(1)
+        form.addRow("Length:", length)
 
         self.device = QtWidgets.QComboBox()
         self.device.setObjectName("deviceCombo")
@@ -132,12 +222,50 @@ class TrainDialog(QtWidgets.QDialog):
         lay.addLayout(form)
         lay.addWidget(self.hint)
         lay.addWidget(self.buttons)
+        self.setMinimumWidth(560)
 
         self._apply_defaults()
+        self.base.activated.connect(self._on_base_picked)   # user choices only (the file entry asks)
         self.base.currentIndexChanged.connect(self._on_base)
         self.arch.currentIndexChanged.connect(self._update)
         self.device.currentIndexChanged.connect(self._update)
+        self.by_minutes.toggled.connect(self._update)
         self._update()
+
+    # -- bases ----------------------------------------------------------------------------
+    def _fill_bases(self) -> None:
+        self.base.addItem("Best available without a download", "auto")
+        if self.active:
+            self.base.addItem(f"Active model ({self.active})", self.active)
+        for run_id in sorted(self.models, reverse=True):   # newest first (ids carry the date)
+            if run_id != self.active:
+                self.base.addItem(f"Run {run_id}", run_id)
+        self.base.addItem("COCO weights (torchvision, ResNet-50 only)", "coco")
+        self.base.addItem("ImageNet backbone", "imagenet")
+        self.base.addItem("From scratch", "scratch")
+        self.base.addItem("Checkpoint file…", CHECKPOINT_FILE)
+
+    def _pick_file_box(self) -> str:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Start from a checkpoint", "",
+                                                        "MaskLoop models (*.pt);;All files (*)")
+        return path
+
+    def _on_base_picked(self, index: int) -> None:
+        if self.base.itemData(index) == CHECKPOINT_FILE:
+            path = self.pick_file()
+            if path:
+                self.set_checkpoint(path)
+            else:
+                self._set_combo(self.base, "auto")
+
+    def set_checkpoint(self, path: str) -> None:
+        """Start from a checkpoint file (it gets its own entry, selected)."""
+        path = str(path)
+        k = self.base.findData(path)
+        if k < 0:
+            self.base.insertItem(self.base.count() - 1, f"File {os.path.basename(path)}", path)
+            k = self.base.findData(path)
+        self.base.setCurrentIndex(k)
 
     # -- defaults -------------------------------------------------------------------------
     def _apply_defaults(self) -> None:
@@ -145,16 +273,24 @@ class TrainDialog(QtWidgets.QDialog):
         if self.active:
             base = self.active
             arch = self._arch_of(self.active) or ("r50fpn" if on_gpu else "r18fpn")
-        elif on_gpu and coco_weights_cached("r50fpn"):
-            base, arch = "coco", "r50fpn"
         else:
-            base, arch = "scratch", ("r50fpn" if on_gpu else "r18fpn")
+            base, arch = "auto", ("r50fpn" if on_gpu else "r18fpn")
         self._set_combo(self.base, base)
         self._set_combo(self.arch, arch)
-        self.epochs.setValue(default_epochs(self.n_reviewed, on_gpu, base not in ("scratch",)))
+        self.minutes.setValue(DEFAULT_MINUTES_GPU if on_gpu else DEFAULT_MINUTES_CPU)
+        self.epochs.setValue(default_epochs(self.n_reviewed, on_gpu, self._fine_tunes(base)))
+        self.by_minutes.setChecked(True)
 
-    def _arch_of(self, run_id: Optional[str]) -> Optional[str]:
-        run = self.models.get(run_id)
+    def _fine_tunes(self, base) -> bool:
+        return base != "scratch" and not (base == "auto" and auto_base(self.arch.currentData()) == "scratch")
+
+    def _arch_of(self, base: Optional[str]) -> Optional[str]:
+        """The architecture of a run or of a checkpoint file inside a run folder."""
+        run = self.models.get(base)
+        if run is None and base and os.path.isfile(base):
+            from engine.runs import read_run
+            folder = os.path.dirname(os.path.abspath(base))
+            run = read_run(folder) if os.path.isfile(os.path.join(folder, "config.json")) else None
         return run.arch if run is not None else None
 
     @staticmethod
@@ -167,55 +303,75 @@ class TrainDialog(QtWidgets.QDialog):
         base = self.base.currentData()
         if base == "coco" and self.arch.currentData() not in self.coco_archs:
             self._set_combo(self.arch, "r50fpn")
-        elif base not in ("coco", "scratch"):
+        elif base not in ("auto", "coco", "imagenet", "scratch", CHECKPOINT_FILE):
             arch = self._arch_of(base)
             if arch:
                 self._set_combo(self.arch, arch)
-        self.epochs.setValue(default_epochs(self.n_reviewed, bool(self.gpus), base != "scratch"))
+        if base != CHECKPOINT_FILE:
+            self.epochs.setValue(default_epochs(self.n_reviewed, bool(self.gpus), self._fine_tunes(base)))
         self._update()
 
     def _update(self) -> None:
         n = self.n_reviewed
         if n == 0:
-            self.items_label.setText("<b>No reviewed items yet.</b> Correct a few images and press "
+            self.items_label.setText("<b>No reviewed items yet.</b> Correct a few images and press<br>"
                                      "<i>Accept</i> (mark reviewed); only reviewed items are used.")
         else:
             n_val = 0 if n < 2 else max(1, round(0.2 * n))
             self.items_label.setText(f"<b>{n}</b> reviewed item(s) of {self.n_items} "
                                      f"(about {n - n_val} to train, {n_val} to validate)")
         base, arch = self.base.currentData(), self.arch.currentData()
+        self.minutes.setEnabled(self.by_minutes.isChecked())
+        self.epochs.setEnabled(not self.by_minutes.isChecked())
         problems, notes = [], []
+        if base == CHECKPOINT_FILE:
+            self.start_from.setText("Choose a checkpoint file (a MaskLoop model.pt)")
+            problems.append("choose a checkpoint file")
+        else:
+            text = start_from_text(base, arch, run_arch=self._arch_of(base))
+            self.start_from.setText("Uses: " + text.replace(". ", ".\n"))
+            self.start_from.setToolTip(text)
         if n == 0:
             problems.append("mark at least one item reviewed first")
         if base == "coco" and arch not in self.coco_archs:
             problems.append(f"COCO weights exist for {', '.join(self.coco_archs)} only")
-        if base == "coco" and not coco_weights_cached(arch):
-            notes.append("the COCO weights are not in the torch cache: they will be downloaded "
-                         "(about 170 MB); offline, training stops with a message saying what to do")
-        if base not in ("coco", "scratch"):
+        if base not in ("auto", "coco", "imagenet", "scratch", CHECKPOINT_FILE):
             want = self._arch_of(base)
             if want and arch != want:
-                problems.append(f"the active model is a {want}; choose {want} or another base")
-            notes.append("fine-tunes the active model on the reviewed items")
+                problems.append(f"that model is a {want}; choose {want} or another base")
         if self.device.currentData() == "cpu" or not self.gpus:
             if arch in ("r101fpn", "x101fpn"):
                 notes.append(f"{arch} is slow on a CPU; r18fpn trains several times faster")
+        if self.by_minutes.isChecked():
+            notes.append("the run plans its steps and learning-rate schedule to end within the "
+                         "budget, with a validated checkpoint")
         self.hint.setText("\n".join(["⚠ " + p for p in problems] + notes))
         self.ok_button.setEnabled(not problems)
 
     # -- result ---------------------------------------------------------------------------
     def options(self) -> dict:
+        budget = self.by_minutes.isChecked()
         return {"arch": self.arch.currentData(), "base": self.base.currentData(),
-                "epochs": int(self.epochs.value()), "device": self.device.currentData()}
+                "epochs": None if budget else int(self.epochs.value()),
+                "minutes": int(self.minutes.value()) if budget else None,
+                "device": self.device.currentData()}
 
     def set_options(self, **opts) -> None:
-        """Set fields programmatically (tests, scripted runs)."""
+        """Set fields programmatically (tests, scripted runs); `epochs` or `minutes`
+        also chooses how the run's length is given."""
         if "base" in opts:
-            self._set_combo(self.base, opts["base"])
+            base = str(opts["base"])
+            if self.base.findData(base) < 0 and os.path.isfile(base):
+                self.set_checkpoint(base)
+            self._set_combo(self.base, base)
         if "arch" in opts:
             self._set_combo(self.arch, opts["arch"])
-        if "epochs" in opts:
+        if opts.get("epochs"):
             self.epochs.setValue(int(opts["epochs"]))
+            self.by_epochs.setChecked(True)
+        if opts.get("minutes"):
+            self.minutes.setValue(int(opts["minutes"]))
+            self.by_minutes.setChecked(True)
         if "device" in opts:
             self._set_combo(self.device, opts["device"])
         self._update()

@@ -263,6 +263,7 @@ class TrainingView(QtWidgets.QWidget):
     def _reset_state(self) -> None:
         self.iters_per_epoch = 0
         self.epochs = 0
+        self.epoch_cap: Optional[int] = None   # a time budget's cap on epochs (not its length)
         self.first_epoch: Optional[int] = None
         self.iter_base: Optional[int] = None
         self.last_eta: Optional[float] = None
@@ -316,18 +317,27 @@ class TrainingView(QtWidgets.QWidget):
         return e - self.first_epoch
 
     def on_start(self, ev: dict) -> None:
-        self.epochs = int(ev.get("epochs") or 0)
         self.iters_per_epoch = int(ev.get("iters_per_epoch") or 0)
-        self.plot.epochs_total = self.epochs
-        total = max(1, self.epochs * max(1, self.iters_per_epoch))
-        self.bar.setRange(0, total)
+        # under a time budget the start's epochs are only a cap: the length is known once
+        # the run has planned it (the "epochs" of its iter events)
+        self.epoch_cap = int(ev.get("epochs") or 0) if ev.get("minutes") else None
+        self._set_epochs(0 if self.epoch_cap else int(ev.get("epochs") or 0))
         self.bar.setValue(0)
         dev = ev.get("device", "?")
         self.status.setText(f"Training on {dev}: {ev.get('train_items', '?')} item(s), "
                             f"{ev.get('val_items', '?')} for validation")
         self.plot.update()
 
+    def _set_epochs(self, epochs: int) -> None:
+        self.epochs = epochs
+        self.plot.epochs_total = epochs
+        self.bar.setRange(0, max(1, epochs * max(1, self.iters_per_epoch)))
+
     def on_iter(self, ev: dict) -> None:
+        planned = ev.get("epochs")
+        if (isinstance(planned, int) and 0 < planned != self.epochs
+                and not (self.epoch_cap and planned >= self.epoch_cap)):
+            self._set_epochs(planned)   # a time budget's plan (or its revision)
         e = self._x_epoch(ev.get("epoch", 0))
         i = int(ev.get("iter", 0))
         ipe = max(1, self.iters_per_epoch)

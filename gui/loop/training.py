@@ -44,11 +44,12 @@ class Training:
 
     def start_training(self, opts: dict, n_items: Optional[int] = None) -> bool:
         items = f" on {n_items} reviewed item(s)" if n_items is not None else ""
+        minutes = opts.get("minutes")   # a time budget: `train --minutes` (TrainConfig.minutes)
+        length = f"for {minutes:g} min" if minutes else f"{opts.get('epochs')} epoch(s)"
         return self._launch(dict(opts), f"Training {opts.get('arch')} from {opts.get('base')}{items}, "
-                                        f"{opts.get('epochs')} epoch(s), device {opts.get('device')}",
+                                        f"{length}, device {opts.get('device')}",
                             "training started in a separate process; you can keep editing",
-                            arch=opts.get("arch"), base=opts.get("base"), epochs=opts.get("epochs"),
-                            device=opts.get("device"))
+                            **runner_args(opts))
 
     def _refresh_resumable(self, *_args) -> None:
         """Whether a cancelled run waits (read from the models folder when runs can change:
@@ -151,6 +152,14 @@ class Training:
             return Project.open(self.project.root).active_model
         except MaskLoopError:
             return None
+
+
+def runner_args(opts: dict) -> dict:
+    """The Train dialog's options as TrainingRunner.start takes them: a time budget goes
+    to `train --minutes` (TrainConfig.minutes), which then plans the run's length."""
+    minutes = opts.get("minutes")
+    return {"arch": opts.get("arch"), "base": opts.get("base"), "epochs": opts.get("epochs"),
+            "device": opts.get("device"), "extra": ["--minutes", f"{minutes:g}"] if minutes else None}
 
 
 def _epochs_text(run: dict) -> str:

@@ -1,7 +1,7 @@
 """The Models panel: every finished training run of the project, and which one is active.
 
 One row per run (models/<run-id>/ with model.pt): the run, validation mask AP / AP50 /
-acc50 and the items used; its architecture, base and date are in the run's tooltip (so the
+acc50, the items used and the training time (against the run's time budget, if it had one); its architecture, base and date are in the run's tooltip (so the
 columns fit a side panel). "Make active" switches the model auto-segment uses. Runs are
 read by engine.runs (one schema), and after a training run `offer_new_run` applies the
 engine's one activation rule (engine.runs.decide_activation) — or a verdict the training
@@ -28,12 +28,25 @@ def _items_text(info: RunInfo) -> str:
     return f"{info.train_items}" + (f" + {info.val_items}" if info.val_items else "")
 
 
+def _time_text(info: RunInfo) -> str:
+    """Training time, and the budget of a `--minutes` run: "12.4 / 15 min", "45 s / 1 min"."""
+    if info.seconds is None:
+        return "–"
+    took = f"{info.seconds:.0f} s" if info.seconds < 60 else f"{info.seconds / 60:.1f} min"
+    if not info.minutes:
+        return took
+    return f"{took.removesuffix(' min')} / {info.minutes:g} min"
+
+
 def _run_tooltip(info: RunInfo) -> str:
     lines = [info.run,
              f"architecture: {info.arch or '–'}", f"started from: {info.base or '–'}",
              f"created: {info.created.strftime('%Y-%m-%d %H:%M') if info.created else '–'}"]
     if info.epochs_run is not None:
         lines.append(f"epochs: {info.epochs_run}" + (f" of {info.epochs}" if info.epochs else ""))
+    if info.seconds is not None:
+        lines.append(f"trained: {info.seconds / 60:.1f} min"
+                     + (f" (time budget {info.minutes:g} min)" if info.minutes else " (by epochs)"))
     return "\n".join(lines)
 
 
@@ -43,8 +56,8 @@ class ModelsPanel(QtWidgets.QWidget):
     activeModelChanged = QtCore.pyqtSignal(object)   # run id or None
     message = QtCore.pyqtSignal(str)
 
-    COLUMNS = ("", "Run", "AP", "AP50", "acc50", "Items")
-    METRIC_COLUMNS = (2, 3, 4)
+    COLUMNS = ("", "Run", "AP", "AP50", "acc50", "Items", "Time")
+    METRIC_COLUMNS = (2, 3, 4, 6)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -71,6 +84,7 @@ class ModelsPanel(QtWidgets.QWidget):
         self.table.horizontalHeaderItem(3).setToolTip("validation mask AP at IoU 0.50")
         self.table.horizontalHeaderItem(4).setToolTip("share of objects found at IoU ≥ 0.50")
         self.table.horizontalHeaderItem(5).setToolTip("training items + validation items")
+        self.table.horizontalHeaderItem(6).setToolTip("training time / the run's time budget")
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemDoubleClicked.connect(lambda *_: self.make_active_selected())
         self.empty = QtWidgets.QLabel("No model trained yet. Mark a few items reviewed, then "
@@ -118,7 +132,8 @@ class ModelsPanel(QtWidgets.QWidget):
         for row, info in enumerate(infos):
             is_active = info.run == self.active
             cells = ["●" if is_active else "", info.run, _fmt(info.metrics.get("mask_AP")),
-                     _fmt(info.metrics.get("mask_AP50")), _fmt(info.metrics.get("acc50")), _items_text(info)]
+                     _fmt(info.metrics.get("mask_AP50")), _fmt(info.metrics.get("acc50")), _items_text(info),
+                     _time_text(info)]
             for col, text in enumerate(cells):
                 it = QtWidgets.QTableWidgetItem(text)
                 it.setData(QtCore.Qt.UserRole, info.run)

@@ -53,6 +53,95 @@ def test_plan_fits_steps_and_one_validation_per_epoch_into_the_budget():
     assert planned_total(per_step=5.0, val_items=1, budget_min=0.1, spent_s=30, done=7, ipe=10, cap=40) == 7
 
 
+class FakeClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class ProbedTrainer(FakeTrainer):
+    """A FakeTrainer whose validation and checkpoint take fake-clock time."""
+
+    def validate(self, items=None):
+        self.validated.append(items)
+        self.clock.advance(self.val_item_s)
+        return {}
+
+    def save_state(self, path, *, epoch_done):
+        self.saved.append((path, epoch_done))
+        self.clock.advance(self.save_item_s)
+
+
+def probed_budget(*, minutes=1.0, per_step=1.0, setup_s=4.0, val_item_s=2.0, save_s=0.75):
+    clock = FakeClock()
+    eta = Eta()
+    eta.step_s, eta.steps = per_step * 5, 5
+    items = [SimpleNamespace(key="big1", height=100, width=100), SimpleNamespace(key="small", height=50, width=50),
+             SimpleNamespace(key="big2", height=100, width=100)]
+    t = ProbedTrainer(rank=0, t_start=clock(), global_iter=5, ipe=10, cap=1000, epoch=1, val_items=items,
+                      total=1000, device=None, clock=clock, validated=[], saved=[], val_item_s=val_item_s,
+                      save_item_s=save_s)
+    t.planned_epochs = lambda: max(1, math.ceil(t.total / t.ipe))
+    budget = TimeBudget(minutes, eta, auto_warmup=True, last_path=Path("run/last.pt"), clock=clock)
+    clock.advance(setup_s)   # setup and the first steps
+    return budget, t, clock, eta
+
+
+def test_the_plan_reserves_the_probed_validation_and_checkpoint_time():
+    """Before the first plan the budget times one validation image and one checkpoint
+    write, and the plan reserves what they say (fake clock: the planner's arithmetic)."""
+    budget, t, clock, eta = probed_budget()
+    budget.probe(t)
+    assert [[it.key for it in items] for items in t.validated] == [["small"]]   # the cheapest image
+    assert t.saved == [(Path("run/last.pt"), False)]      # a resumable state, as on cancel
+    assert eta.val_probe_s == pytest.approx(2.0 * (10000 + 2500 + 10000) / 2500)   # 18 s, by pixels
+    assert budget.save_s == pytest.approx(1.5)            # last.pt and best.pt
+    budget._plan(t, validated=0)
+    # 54 s planned (90 % of 60), 4 + 2 + 0.75 s spent: 47.25 s left; every epoch end costs
+    # 18 + 1.5 s. 5 more steps end epoch 1 (5 + 19.5 = 24.5 s); 8 more also end epoch 2
+    # (8 + 2 x 19.5 = 47 s); 9 more would need 48 s.
+    assert budget.plan["per_epoch_s"] == pytest.approx(19.5)
+    assert budget.plan["left_s"] == pytest.approx(47.25)
+    assert budget.plan["iters"] == 8 and t.total == 13 and budget.plan["epochs_left"] == 2
+    # without the probes (the step-time guess: 3 images x 1 s x 0.5 + 0.5 s) the same
+    # state would have planned 3 epochs ending at 54 s, and the real validations
+    # (18 s each) would have run 36 s past the budget
+    naive = planned_total(per_step=1.0, val_items=3, budget_min=1.0, spent_s=6.75, done=5, ipe=10, cap=1000)
+    assert naive > t.total
+    # an epoch's measured validation and saving replace the probes
+    t.global_iter = 10
+    budget.before_validation(t)
+    clock.advance(30.0)
+    budget.after_epoch(t)
+    assert budget.epoch_costs == [30.0] and budget.plan["per_epoch_s"] == 30.0
+    # 54 - (6.75 + 30) = 17.25 s left: not enough for steps and another 30 s validation
+    assert t.total == 10
+
+
+def test_a_run_that_falls_behind_its_plan_plans_again():
+    budget, t, clock, eta = probed_budget(val_item_s=0.5, save_s=0.25)
+    budget.probe(t)
+    budget._plan(t, validated=0)
+    first = t.total
+    budget.after_step(t)              # on plan: nothing changes
+    assert t.total == first
+    eta.step_s = 3.0 * eta.steps      # the machine got three times slower
+    budget.after_step(t)
+    assert t.total < first and budget.plan["per_step_s"] == 3.0
+
+
+def test_a_budget_too_small_for_a_second_step_ends_after_the_first():
+    budget, t, clock, eta = probed_budget(minutes=0.1, setup_s=3.0, val_item_s=0.5)
+    t.global_iter, eta.step_s, eta.steps = 1, 0.0, 0
+    budget.after_step(t)             # probes (1.5 s validation, 0.75 s save), then: late
+    assert t.validated and t.total == 1
+
+
 @pytest.fixture(scope="module")
 def budget_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("budget") / "p"

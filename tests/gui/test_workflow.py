@@ -233,8 +233,8 @@ def test_train_dialog_defaults_work_in_one_click(qtbot, win):
     dlg = TrainDialog(proj, win, statuses={"a": "reviewed", "b": "reviewed", "c": "new"}, gpus=[])
     qtbot.addWidget(dlg)
     opts = dlg.options()
-    assert opts["base"] == "scratch" and opts["arch"] == "r18fpn" and opts["device"] == "auto"
-    assert opts["epochs"] >= 1 and dlg.ok_button.isEnabled()
+    assert opts["base"] == "auto" and opts["arch"] == "r18fpn" and opts["device"] == "auto"
+    assert opts["minutes"] >= 1 and opts["epochs"] is None and dlg.ok_button.isEnabled()
     assert "2</b> reviewed item(s) of 3" in dlg.items_label.text()
     assert not dlg.device.model().item(dlg.device.findData("cuda")).isEnabled()
     # no reviewed items: Train is disabled with the reason
@@ -272,7 +272,7 @@ def test_training_through_the_window_activates_the_new_model(qtbot, win, tmp_pat
     assert wf.segmenter.model_path.endswith(f"{run}/model.pt")
     assert wf.last_train_seconds is not None
     view = wf.training_view
-    epochs = wf.last_train_dialog.options()["epochs"]
+    epochs = wf.runner.start_event["epochs"]   # the dialog's default is a time budget
     assert len(view.plot.loss) == 4 * epochs and len(view.plot.val["mask_AP"]) == epochs
     assert view.plot.loss[0][0] == pytest.approx(0.25) and view.plot.loss[-1][0] == pytest.approx(epochs)
     assert view.finished_ok and "✓" in view.status.text()
