@@ -98,7 +98,8 @@ def register(subparsers) -> None:
                    help="architecture (default auto: r18fpn_lite on CPU, r50fpn on CUDA)")
     p.add_argument("--base", default="auto", metavar="scratch|coco|imagenet|active|RUN_OR_PATH",
                    help="starting weights (default auto: COCO weights when they are in the torch cache, "
-                        "else scratch); 'active' = the project's active model")
+                        "else a cached ImageNet backbone, else scratch; nothing is downloaded); "
+                        "'active' = the project's active model")
     p.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
                    help=f"epochs (default {DEFAULT_EPOCHS}; with --minutes: at most N)")
     p.add_argument("--minutes", type=_positive_float, default=None, metavar="N",

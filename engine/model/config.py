@@ -133,6 +133,12 @@ def auto_base(arch: str) -> str:
     return "scratch"
 
 
+def default_arch(cuda: bool) -> str:
+    """What arch "auto" trains: r18fpn_lite on a CPU (about 5x the steps of r18fpn per
+    second, the issue-10 benchmark's pick, docs/benchmarks.md), r50fpn on CUDA."""
+    return "r50fpn" if cuda else "r18fpn_lite"
+
+
 def base_kind(base: str) -> str:
     """scratch, coco, imagenet, or checkpoint (a MaskLoop model file)."""
     return base if base in ("scratch", "coco", "imagenet") else "checkpoint"
@@ -158,7 +164,7 @@ def resolve_config(cfg: TrainConfig, device: torch.device, object_extents: Seque
     cfg = copy.deepcopy(cfg)
     cuda = device.type == "cuda"
     if cfg.arch == "auto":
-        cfg.arch = "r50fpn" if cuda else "r18fpn_lite"
+        cfg.arch = default_arch(cuda)
     if cfg.base == "auto":
         cfg.base = auto_base(cfg.arch)
     pretrained = base_kind(cfg.base) != "scratch"

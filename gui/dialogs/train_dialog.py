@@ -57,6 +57,12 @@ def auto_base(arch: str) -> str:
     return pick(arch)
 
 
+def default_arch(on_gpu: bool) -> str:
+    """The architecture "auto" trains on this device (engine.model.config)."""
+    from engine.model.config import default_arch as pick
+    return pick(cuda=on_gpu)
+
+
 def backbone_name(arch: str) -> str:
     from engine.model.architectures import BACKBONES
     return BACKBONES.get(arch, (arch,))[0]
@@ -272,9 +278,9 @@ class TrainDialog(QtWidgets.QDialog):
         on_gpu = bool(self.gpus)
         if self.active:
             base = self.active
-            arch = self._arch_of(self.active) or ("r50fpn" if on_gpu else "r18fpn")
+            arch = self._arch_of(self.active) or default_arch(on_gpu)
         else:
-            base, arch = "auto", ("r50fpn" if on_gpu else "r18fpn")
+            base, arch = "auto", default_arch(on_gpu)
         self._set_combo(self.base, base)
         self._set_combo(self.arch, arch)
         self.minutes.setValue(DEFAULT_MINUTES_GPU if on_gpu else DEFAULT_MINUTES_CPU)
@@ -341,7 +347,7 @@ class TrainDialog(QtWidgets.QDialog):
                 problems.append(f"that model is a {want}; choose {want} or another base")
         if self.device.currentData() == "cpu" or not self.gpus:
             if arch in ("r101fpn", "x101fpn"):
-                notes.append(f"{arch} is slow on a CPU; r18fpn trains several times faster")
+                notes.append(f"{arch} is slow on a CPU; {default_arch(False)} trains many times faster")
         if self.by_minutes.isChecked():
             notes.append("the run plans its steps and learning-rate schedule to end within the "
                          "budget, with a validated checkpoint")

@@ -83,7 +83,7 @@ def test_a_time_budget_is_the_default_and_its_minutes_reach_train_config(qtbot, 
     assert opts["minutes"] == 15 and opts["epochs"] is None and dlg.ok_button.isEnabled()
     dlg.minutes.setValue(7)
     cfg = config_from_cli(proj.root, dlg.options(), monkeypatch)
-    assert cfg.minutes == 7 and cfg.epochs == BUDGET_EPOCH_CAP and cfg.base == "auto" and cfg.arch == "r18fpn"
+    assert cfg.minutes == 7 and cfg.epochs == BUDGET_EPOCH_CAP and cfg.base == "auto" and cfg.arch == "r18fpn_lite"
     # "or N epochs": no budget
     dlg.by_epochs.setChecked(True)
     dlg.epochs.setValue(3)
@@ -103,7 +103,7 @@ def test_start_from_names_the_weights_auto_base_picks_and_why_not_coco(qtbot, pr
     assert dlg.options()["base"] == "auto"
     text = dlg.start_from.text()
     assert auto_base("r18fpn") == "scratch" and "scratch (random weights)" in text
-    assert "COCO weights exist for r50fpn, r50fpn_v2 only, not r18fpn" in text
+    assert "COCO weights exist for r50fpn, r50fpn_v2 only, not r18fpn_lite" in text
     assert "No ImageNet weights for resnet18 are in the torch cache either" in text
     dlg.set_options(arch="r50fpn")
     assert "COCO weights are not in the torch cache; nothing is downloaded" in dlg.start_from.text()

@@ -233,7 +233,7 @@ def test_train_dialog_defaults_work_in_one_click(qtbot, win):
     dlg = TrainDialog(proj, win, statuses={"a": "reviewed", "b": "reviewed", "c": "new"}, gpus=[])
     qtbot.addWidget(dlg)
     opts = dlg.options()
-    assert opts["base"] == "auto" and opts["arch"] == "r18fpn" and opts["device"] == "auto"
+    assert opts["base"] == "auto" and opts["arch"] == "r18fpn_lite" and opts["device"] == "auto"
     assert opts["minutes"] >= 1 and opts["epochs"] is None and dlg.ok_button.isEnabled()
     assert "2</b> reviewed item(s) of 3" in dlg.items_label.text()
     assert not dlg.device.model().item(dlg.device.findData("cuda")).isEnabled()
