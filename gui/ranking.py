@@ -44,7 +44,7 @@ class Ranking(QtCore.QObject):
         #: (project, model path) -> an object with predict_many (tests, benchmarks swap it)
         self.predictor_factory: Callable = default_predictor_factory
         A = window.add_action
-        self.act_rank = A("model", "Rank by uncertainty", self.rank, name="rank uncertainty",
+        self.act_rank = A("model", "Rank by uncertainty", lambda: self.rank(), name="rank uncertainty",
                           icon="rank_uncertainty",
                           tip="Score every unreviewed item by how unsure the active model is about it "
                               "(its prediction against the prediction of the mirror image)")
@@ -115,9 +115,10 @@ class Ranking(QtCore.QObject):
             self.reload()
             self.window.show_message(f"Ranking cancelled; {len(self.scores)} scored items are kept")
             return None
-        except MaskLoopError as e:
+        except Exception as e:   # noqa: BLE001 - a model that fails must not take the window down
             self.reload()
-            self.window.notify(e.one_line(), error=True)
+            text = e.one_line() if isinstance(e, MaskLoopError) else f"{type(e).__name__}: {e}"
+            self.window.notify(f"Ranking stopped: {text}", error=True)
             return None
         self.reload()
         self.window.images_panel.sort_by_uncertainty()
