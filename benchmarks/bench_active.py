@@ -56,8 +56,9 @@ def build_project(where: Path, kind: str, n: int, size: int, seed: int):
 def train(proj, items, args, seed, base="scratch", epochs=None):
     from engine.model.config import TrainConfig
     from engine.model.train import train_project
+    # warm-up of one iteration: the default (at least 10) would span the whole of a tiny run
     cfg = TrainConfig(arch=args.arch, base=str(base), epochs=epochs or args.epochs, device=args.device,
-                      seed=seed, val_fraction=0.0, augment=True)
+                      seed=seed, val_fraction=0.0, augment=True, warmup_iters=args.warmup)
     return train_project(proj, cfg, items=items).model_path
 
 
@@ -122,11 +123,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--k", type=int, default=2, help="items reviewed at the start, and items added")
-    ap.add_argument("--pool", type=int, default=6)
-    ap.add_argument("--val", type=int, default=3)
+    ap.add_argument("--pool", type=int, default=4)
+    ap.add_argument("--val", type=int, default=2)
     ap.add_argument("--size", type=int, default=96)
     ap.add_argument("--epochs", type=int, default=4, help="epochs of the base model (from scratch)")
     ap.add_argument("--tune-epochs", type=int, default=2, help="epochs of each fine-tuning arm")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up iterations of every training")
     ap.add_argument("--arch", default="r18fpn")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fair on a shared machine)")
