@@ -6,7 +6,8 @@
 
 For each kind and seed: a project of `k` reviewed items, a pool of `pool` unreviewed ones
 (their truth is known to the benchmark, as if a person corrected them) and `val` held-out
-validation images. A base model is trained on the k items (from scratch). Then:
+validation images. A base model is trained on the k items (from scratch; or --base MODEL).
+Then:
 
 1. Does the score point at the model's mistakes? Each pool item's uncertainty (one
    `rank_items` pass; every measure comes from the same two predictions) against the base
@@ -90,8 +91,8 @@ def one_round(kind: str, seed: int, args, clock) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         proj, ids, truth = build_project(Path(tmp), kind, args.k + args.pool + args.val, args.size, 1000 * seed)
         start, pool, val = ids[:args.k], ids[args.k:args.k + args.pool], ids[args.k + args.pool:]
-        base = train(proj, start, args, seed)
-        clock("base model")
+        base = args.base or train(proj, start, args, seed)
+        clock("base model" + (" (given)" if args.base else ""))
         out = {"start": acc50(proj, base, val, truth, args.device)}
         pred = Predictor(base, device=args.device)
         ranked = rank_items(proj, pred, pool)                  # both measures from one pass
@@ -111,6 +112,8 @@ def one_round(kind: str, seed: int, args, clock) -> dict:
         for name, chosen in choices.items():
             out[f"err_{name}"] = statistics.mean(1.0 - err[i] for i in chosen)   # how wrong the base was there
         for name, chosen in choices.items():
+            if args.rho_only:
+                break
             tuned = train(proj, start + chosen, args, seed, base=base, epochs=args.tune_epochs)
             out[name] = acc50(proj, tuned, val, truth, args.device)
             clock(f"fine-tune + validate ({name})")
@@ -133,6 +136,10 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fair on a shared machine)")
     ap.add_argument("--measures", default="flip", help="flip, mid, both (comma-separated)")
+    ap.add_argument("--base", default=None, metavar="MODEL",
+                    help="a trained checkpoint to start from instead of training the base model")
+    ap.add_argument("--rho-only", action="store_true",
+                    help="only step 1 (score against the base model's error): no fine-tuning")
     args = ap.parse_args(argv)
     args.measures = [m for m in args.measures.split(",") if m]
     import torch
