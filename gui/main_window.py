@@ -56,12 +56,13 @@ class MainWindow(QtWidgets.QMainWindow, ProjectActions):
             from .loop import Loop
             self.loop = Loop(self)
         # other parts of the window in modules of their own: call their install(self) here
-        from . import stack_tools
+        from . import ranking, stack_tools
         from .panels import measurements
         stack_tools.install(self)
         measurements.install(self)
         from . import prompt_service
         prompt_service.install(self)
+        ranking.install(self)   # uncertainty column, Rank by uncertainty, Next most uncertain
         self._set_empty_canvas_actions()
 
     # ------------------------------------------------------------------ building blocks

@@ -1,12 +1,14 @@
 """`maskloop rank PROJECT [--model RUN] [--by flip|mid|both] [--items ID...] [--limit N] [--json]`
 
 Prints the unreviewed items, most uncertain first, with their uncertainty score
-(engine.model.uncertainty: flip disagreement by default). torch is imported in the
-handler only.
+(engine.model.uncertainty: flip disagreement by default). The scores of a project run's
+model are kept in models/<run>/uncertainty.json, where the GUI's uncertainty column reads
+them. torch is imported in the handler only.
 """
 from __future__ import annotations
 
 import json
+import sys
 
 from ..jobs import TerminalProgress
 from .argtypes import number
@@ -19,7 +21,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("rank", help="unreviewed items, most uncertain first",
                               description="Score each unreviewed item by how unsure the model is about "
                                           "it (flip: prediction vs prediction of the mirror image; mid: "
-                                          "share of mid-range scores) and print them, most uncertain first.")
+                                          "share of mid-range scores) and print them, most uncertain first. "
+                                          "A project run's scores are kept in models/RUN/uncertainty.json "
+                                          "(the GUI's uncertainty column shows them).")
     p.add_argument("project", metavar="PROJECT")
     p.add_argument("--model", default=None, metavar="RUN_OR_PATH",
                    help="run id or model file (default: the project's active model)")
@@ -42,10 +46,13 @@ def cmd_rank(args) -> int:
             proj.item(t)  # ProjectError naming an unknown id
     model_path = proj.resolve_model(args.model)
     from ..model.predictor import Predictor
-    from ..model.uncertainty import rank_items
+    from ..model.uncertainty import rank_and_store, scores_path
     pred = Predictor(model_path, device=args.device, expected_labels=proj.labels)
-    ranked = rank_items(proj, pred, args.items, by=args.by, score_threshold=args.score,
-                        progress=TerminalProgress("ranking"))
+    ranked = rank_and_store(proj, pred, model_path, args.items, by=args.by, score_threshold=args.score,
+                            progress=TerminalProgress("ranking"))
+    kept = scores_path(proj, model_path)
+    if ranked and kept is not None:
+        print(f"scores kept in {kept}", file=sys.stderr)
     if args.limit:
         ranked = ranked[:args.limit]
     if args.json:

@@ -4,7 +4,8 @@ the stack (collapsible); filter by status and name.
 A model/view pair (no widget per item): a project of 100,000 items costs a few lists of ids.
 Top-level rows are plain items and stacks; a stack's rows are its slices in slice order.
 Names are elided in the middle (the end of a file name tells slices apart), with the full
-name in the tooltip.
+name in the tooltip. The Doubt column shows the active model's uncertainty about each item
+once it was ranked (gui.ranking; a stack shows its most doubtful slice), empty before.
 """
 from __future__ import annotations
 
@@ -15,20 +16,23 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 STATUS_COLORS = {"new": QtGui.QColor(150, 150, 150), "predicted": QtGui.QColor(230, 170, 40),
                  "reviewed": QtGui.QColor(80, 190, 90)}
 TOP = 0  # internalId of top-level rows; a slice row's internalId is its stack's row + 1
+DOUBT = 3  # the uncertainty column
 
 
 class _Stack:
-    __slots__ = ("source", "name", "ids", "summary")
+    __slots__ = ("source", "name", "ids", "summary", "doubt")
 
     def __init__(self, source: int, name: str, ids: list[str]) -> None:
         self.source, self.name, self.ids = source, name, ids
         self.summary: Optional[tuple] = None  # (status text, colour key, count) cached
+        self.doubt: Optional[float] = None    # the most doubtful slice's score (None: none ranked)
 
 
 class ItemsModel(QtCore.QAbstractItemModel):
-    HEADERS = ("Item", "Status", "#")
+    HEADERS = ("Item", "Status", "#", "Doubt")
     HEADER_TIPS = ("Image, or stack with its slices", "new / predicted / reviewed (a stack: slices reviewed)",
-                   "Instances")
+                   "Instances", "How unsure the active model is about the item, 0-1 (Model › Rank by "
+                                "uncertainty; a stack: its most doubtful slice)")
 
     def __init__(self, controller, parent=None) -> None:
         super().__init__(parent)
@@ -36,6 +40,7 @@ class ItemsModel(QtCore.QAbstractItemModel):
         self._top: list = []                   # item id (str) or _Stack per top-level row
         self._where: dict[str, tuple[int, int]] = {}  # item id -> (top row, slice row or -1)
         self._bold: Optional[str] = None
+        self._doubt: dict[str, float] = {}           # item id -> uncertainty score
         controller.projectOpened.connect(self.reset)
         controller.projectClosed.connect(self.reset)
         controller.itemsChanged.connect(self.reset)
@@ -64,10 +69,11 @@ class ItemsModel(QtCore.QAbstractItemModel):
                 self._top.append(_Stack(it.source, src.name, [g.id for g in group]))
                 for k, g in enumerate(group):
                     self._where[g.id] = (row, k)
+        self._stack_doubts()
         self.endResetModel()
 
     def index(self, row: int, column: int, parent=QtCore.QModelIndex()) -> QtCore.QModelIndex:
-        if column < 0 or column >= 3 or row < 0:
+        if column < 0 or column >= len(self.HEADERS) or row < 0:
             return QtCore.QModelIndex()
         if not parent.isValid():
             return self.createIndex(row, column, TOP) if row < len(self._top) else QtCore.QModelIndex()
@@ -92,7 +98,7 @@ class ItemsModel(QtCore.QAbstractItemModel):
         return len(node.ids) if isinstance(node, _Stack) else 0
 
     def columnCount(self, parent=QtCore.QModelIndex()) -> int:
-        return 3
+        return len(self.HEADERS)
 
     def headerData(self, section, orientation, role=QtCore.Qt.DisplayRole):
         if orientation == QtCore.Qt.Horizontal and role == QtCore.Qt.DisplayRole:
@@ -151,6 +157,27 @@ class ItemsModel(QtCore.QAbstractItemModel):
         return out
 
     # ------------------------------------------------------------------ updates
+    def set_doubts(self, scores: dict[str, float]) -> None:
+        """Uncertainty per item id (items not in it show an empty cell)."""
+        self._doubt = dict(scores)
+        self._stack_doubts()
+        if self._top:
+            last = self.index(len(self._top) - 1, DOUBT)
+            self.dataChanged.emit(self.index(0, DOUBT), last)
+            for row, node in enumerate(self._top):
+                if isinstance(node, _Stack):
+                    parent = self.index(row, 0)
+                    self.dataChanged.emit(self.index(0, DOUBT, parent), self.index(len(node.ids) - 1, DOUBT, parent))
+
+    def doubt_of(self, item_id: str) -> Optional[float]:
+        return self._doubt.get(item_id)
+
+    def _stack_doubts(self) -> None:
+        for node in self._top:
+            if isinstance(node, _Stack):
+                vals = [self._doubt[i] for i in node.ids if i in self._doubt]
+                node.doubt = max(vals) if vals else None
+
     def _changed(self, item_id: str, *_args) -> None:
         idx = self.index_of(item_id, 1)
         if not idx.isValid():
@@ -201,19 +228,27 @@ class ItemsModel(QtCore.QAbstractItemModel):
             status, key, count, status_tip = self._summary(node)
             name, tip = f"{node.name}  ({len(node.ids)} slices)", node.name
             bold = ctl.item_id in node.ids
+            doubt = node.doubt
         else:
             item = ctl.project.item(node)
             status = key = ctl.status_of(node)
             count = ctl.count_of(node)
             name, tip, bold = item.name, f"{item.name}\n{node}", node == ctl.item_id
             status_tip = None
+            doubt = self._doubt.get(node)
         if role == QtCore.Qt.DisplayRole:
+            if col == DOUBT:
+                return "" if doubt is None else f"{doubt:.2f}"
             return (name, status, "…" if count is None else count)[col]
         if role == QtCore.Qt.ForegroundRole and col == 1:
             return STATUS_COLORS.get(key)
         if role == QtCore.Qt.ToolTipRole:
             return tip if col == 0 else status_tip if col == 1 else None
+        if role == QtCore.Qt.TextAlignmentRole and col == DOUBT:
+            return int(QtCore.Qt.AlignRight | QtCore.Qt.AlignVCenter)
         if role == QtCore.Qt.UserRole:  # for sorting and filtering
+            if col == DOUBT:  # not ranked: below every score
+                return -1.0 if doubt is None else doubt
             if col == 2:
                 return -1 if count is None else count
             return (name, status)[col]
@@ -296,6 +331,7 @@ class ImagesPanel(QtWidgets.QWidget):
         header.setSectionResizeMode(0, QtWidgets.QHeaderView.Stretch)
         header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeToContents)
         header.setSectionResizeMode(2, QtWidgets.QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(DOUBT, QtWidgets.QHeaderView.ResizeToContents)
         self.summary = QtWidgets.QLabel()
         top = QtWidgets.QHBoxLayout()
         top.addWidget(self.status_box)
@@ -326,6 +362,14 @@ class ImagesPanel(QtWidgets.QWidget):
             self.tree.expandAll()  # matching slices are what the user looks for
 
     # ------------------------------------------------------------------ public
+    def set_uncertainty(self, scores: dict[str, float]) -> None:
+        """The Doubt column's scores (gui.ranking keeps them; {} empties the column)."""
+        self.model.set_doubts(scores)   # a list sorted by the column re-sorts (dynamic sort)
+
+    def sort_by_uncertainty(self) -> None:
+        """Most uncertain first (what a ranking is for)."""
+        self.tree.sortByColumn(DOUBT, QtCore.Qt.DescendingOrder)
+
     def visible_item_ids(self) -> list[str]:
         """Item ids in the list's current order and filter (N / Shift+N walk these); slices
         of a collapsed stack count."""

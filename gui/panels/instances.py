@@ -1,20 +1,41 @@
-"""Instances of the current item: label, source, score and area; selecting rows selects
-(and highlights) the instances on the canvas, and the other way round."""
+"""Instances of the current item: label, source, score, area and the model's doubt about
+it (gui.ranking fills `doubt_provider`; empty until the item is ranked); selecting rows
+selects (and highlights) the instances on the canvas, and the other way round. A click on
+a header sorts by that column (Doubt: the doubtful ones first when descending)."""
 from __future__ import annotations
+
+from typing import Callable, Optional
 
 from PyQt5 import QtCore, QtWidgets
 
 from .labels import color_icon
 
+SORT_ROLE = QtCore.Qt.UserRole + 1
+
+
+class _Cell(QtWidgets.QTableWidgetItem):
+    """Sorts by SORT_ROLE (numbers as numbers; an empty doubt below every score)."""
+
+    def __lt__(self, other) -> bool:
+        a, b = self.data(SORT_ROLE), other.data(SORT_ROLE)
+        if a is None or b is None:
+            return super().__lt__(other)
+        return a < b
+
 
 class InstancesPanel(QtWidgets.QWidget):
-    COLUMNS = ("#", "Label", "Source", "Score", "Area")
+    COLUMNS = ("#", "Label", "Source", "Score", "Area", "Doubt")
+    DOUBT_TIP = ("How unsure the active model is about this instance, 0-1: 1 - its overlap with the "
+                 "model's prediction of the mirror image (after Model › Rank by uncertainty)")
 
     def __init__(self, controller, parent=None) -> None:
         super().__init__(parent)
         self.controller = controller
         self.table = QtWidgets.QTableWidget(0, len(self.COLUMNS))
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.horizontalHeaderItem(len(self.COLUMNS) - 1).setToolTip(self.DOUBT_TIP)
+        #: annotation -> {instance id: doubt} (gui.ranking sets it)
+        self.doubt_provider: Optional[Callable] = None
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.ExtendedSelection)
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
@@ -25,6 +46,10 @@ class InstancesPanel(QtWidgets.QWidget):
             header.setSectionResizeMode(c, QtWidgets.QHeaderView.ResizeToContents)
         header.setSectionResizeMode(1, QtWidgets.QHeaderView.Stretch)
         self.table.setFocusPolicy(QtCore.Qt.ClickFocus)
+        header.setSortIndicator(-1, QtCore.Qt.AscendingOrder)   # the stacking order until a click
+        header.setSortIndicatorShown(True)
+        header.setSectionsClickable(True)
+        header.sortIndicatorChanged.connect(lambda *_: self.table.setSortingEnabled(True))
         self.summary = QtWidgets.QLabel()
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -52,20 +77,30 @@ class InstancesPanel(QtWidgets.QWidget):
         self.table.blockSignals(True)
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(insts))
-        self._ids = [i.id for i in insts]
         hidden = ctl.hidden_labels()
+        doubts = self.doubt_provider(ann) if self.doubt_provider is not None and ann is not None else {}
         for r, inst in enumerate(insts):
+            d = doubts.get(inst.id)
             vals = (len(insts) - r, inst.label, inst.source,
-                    "" if inst.score is None else f"{inst.score:.2f}", inst.area)
+                    "" if inst.score is None else f"{inst.score:.2f}", inst.area,
+                    "" if d is None else f"{d:.2f}")
+            keys = (len(insts) - r, inst.label, inst.source, -1.0 if inst.score is None else inst.score,
+                    inst.area, -1.0 if d is None else d)
             for c, v in enumerate(vals):
                 cell = self.table.item(r, c)
                 if cell is None:
-                    cell = QtWidgets.QTableWidgetItem()
+                    cell = _Cell()
                     self.table.setItem(r, c, cell)
                 cell.setData(QtCore.Qt.DisplayRole, v)
                 cell.setData(QtCore.Qt.UserRole, inst.id)
+                cell.setData(SORT_ROLE, keys[c])
             self.table.item(r, 1).setIcon(color_icon(ctl.label_color(inst.label), 10))
-            self.table.setRowHidden(r, inst.label in hidden)
+        if self.table.horizontalHeader().sortIndicatorSection() >= 0:
+            self.table.setSortingEnabled(True)   # re-sorts by the column the user chose
+        self._ids = [self.table.item(r, 0).data(QtCore.Qt.UserRole) for r in range(len(insts))]
+        label_of = {i.id: i.label for i in insts}
+        for r, iid in enumerate(self._ids):
+            self.table.setRowHidden(r, label_of[iid] in hidden)
         self.table.blockSignals(False)
         n_model = sum(1 for i in insts if i.source == "model")
         self.summary.setText(f"{len(insts)} instances" + (f" · {n_model} from the model" if n_model else ""))
