@@ -36,20 +36,17 @@ def test_shard_keeps_a_stack_on_one_rank_and_balances():
 
 
 @pytest.fixture(scope="module")
-def segmented_src(tmp_path_factory):
-    """4 nuclei images and a 5-slice stack, and a model trained on them for a few seconds."""
+def segmented_src(tmp_path_factory, tiny_run):
+    """4 nuclei images and a 5-slice stack, and a model trained on such images (the
+    session's tiny run: tests/conftest.py)."""
     import tifffile
-    from engine.model.train import TrainConfig, train_project
     root = tmp_path_factory.mktemp("bseg") / "p"
     proj = synthetic_project(root, "nuclei", 4, 96, seed=1, reviewed=2)
     stack = np.stack([proj.load_image(it.id) for it in proj.items] + [proj.load_image(proj.items[0].id)])
     tifffile.imwrite(root / "images" / "stack.tif", stack, photometric="minisblack")
     proj.add(root / "images" / "stack.tif")
-    cfg = TrainConfig(arch="r18fpn", base="scratch", epochs=3, batch_size=2, device="cpu", seed=0,
-                      val_fraction=0.0, rois_per_image=64, rpn_post_nms_train=300, keep_last=False)
-    res = train_project(proj, cfg, callbacks=[])
     model = root.parent / "model.pt"
-    shutil.copyfile(res.model_path, model)
+    shutil.copyfile(tiny_run[1].model_path, model)
     return root, model
 
 
