@@ -70,7 +70,8 @@ def _segment(root: Path, model: Path, nproc: int = 1, *extra: str) -> subprocess
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
                "127.0.0.1", "--master_port", str(_free_port()), *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=400)
+    # no wall-clock limit here: pytest's per-test timeout is the hang guard (a busy machine is slow)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 

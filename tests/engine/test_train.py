@@ -289,7 +289,8 @@ def test_ddp_two_processes_on_cpu(tiny):
            "--master_port", str(_free_port()), str(REPO / "main.py"), "train", str(tiny.root), "--device", "cpu",
            "--arch", "r18fpn", "--base", "scratch", "--epochs", "1", "--batch-size", "1", "--val-fraction", "0.25",
            "--progress", "jsonl"]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=400)
+    # no wall-clock limit here: pytest's per-test timeout is the hang guard (a busy machine is slow)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     events = [P.parse_line(l) for l in r.stdout.splitlines()]
     events = [e for e in events if e is not None]
