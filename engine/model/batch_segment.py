@@ -9,9 +9,13 @@ segments which items and how a run is finished and resumed.
   so what works on neighbouring slices stays local); groups go to ranks largest first,
   each to the rank with the fewest items so far (ties: the lowest rank). Every rank
   computes the same plan from the same manifest: nothing is sent.
-- Output: each rank writes its items' annotation files (Project.save_annotation: atomic)
-  and, after each file, the item id to its journal (segment-journal/<key>/rank-R.txt under
-  the project root, flushed and fsynced). No two ranks write the same file.
+- Output: each rank writes its items' annotation files and, after each file, the item id
+  to its journal (segment-journal/<key>/rank-R.txt under the project root, flushed and
+  fsynced). No two ranks write the same file.
+- An item changed by another program (the GUI, another command) while the model ran on
+  it: the model's result is merged into the item as it is on disk then, re-read under
+  the project lock (Project.edit_annotation), with the same merge rule as always
+  (engine.results): the new manual work stays. An item reviewed meanwhile is skipped.
 - The end: all ranks meet; rank 0 alone gathers the per-rank results and finishes the run
   (_finish: the summary done.json; the one place for a project-wide update, which today's
   manifest does not need: an item's status lives in its annotation file).
@@ -32,6 +36,8 @@ from collections import Counter
 from typing import Callable, Optional, Sequence
 
 from ..jobs import CancelToken, ProgressFn, check, report
+from ..results import merged_annotation
+from .checkpoint import check_labels
 from .distributed import barrier, dist_info, process_group
 
 JOURNAL_DIR = "segment-journal"
@@ -113,15 +119,14 @@ def segment_distributed(project, predictor, item_ids: Sequence[str], *, score_th
     mine = [i for i in plan[rank] if i not in already]
     res = {"predicted": [], "skipped": [], "instances": 0, "resumed": len(plan[rank]) - len(mine),
            "after": {}, "rank": rank, "world": world}
+    check_labels({"label_names": predictor.label_names, "_path": predictor.path}, project.labels)
     for k, item_id in enumerate(mine):
         check(cancel)
         report(progress, k, len(mine), item_id)
-        # one item a call: its file is written (atomically) before it is journaled
-        one = predictor.predict_items(project, [item_id], score_threshold=score_threshold, tile=tile,
-                                      cancel=cancel)
-        res["predicted"] += one["predicted"]
-        res["skipped"] += one["skipped"]
-        res["instances"] += one["instances"]
+        # one item at a time: its file is written (atomically) before it is journaled
+        n = segment_item(project, predictor, item_id, score_threshold=score_threshold, tile=tile, cancel=cancel)
+        res["skipped" if n is None else "predicted"].append(item_id)
+        res["instances"] += n or 0
         journal.add(item_id)
     report(progress, len(mine), len(mine), "done")
     if after is not None:
@@ -139,6 +144,28 @@ def segment_distributed(project, predictor, item_ids: Sequence[str], *, score_th
         res["total"] = total
     barrier()  # nobody leaves before rank 0 has finished the run
     return res
+
+
+def segment_item(project, predictor, item_id: str, *, score_threshold: float = 0.5, tile: Optional[int] = None,
+                 cancel: Optional[CancelToken] = None) -> Optional[int]:
+    """Run the model on one item and merge its result into the item's annotation.
+
+    The merge is applied to the annotation as it is on disk when the result is saved
+    (re-read under the project lock), not to the copy read before the model ran, so an
+    edit another program saved meanwhile is kept (a manual instance the model duplicates
+    wins over the model's, as always). Returns the number of model instances the item
+    now holds, or None when the item is reviewed (before the run, or by the time the
+    result is saved): reviewed work is never replaced."""
+    if project.load_annotation(item_id).status == "reviewed":
+        return None  # not worth running the model
+    image = project.load_image(item_id)
+    found = predictor.predict(image, score_threshold=score_threshold, tile=tile, cancel=cancel)
+    check(cancel)
+    saved = project.edit_annotation(
+        item_id, lambda current: merged_annotation(current, found, source="model", shape=image.shape[:2]))
+    if saved is None:
+        return None
+    return sum(1 for i in saved.instances if i.source == "model")
 
 
 def _finish(folder: Path, total: dict, world: int) -> None:

@@ -36,20 +36,17 @@ def test_shard_keeps_a_stack_on_one_rank_and_balances():
 
 
 @pytest.fixture(scope="module")
-def segmented_src(tmp_path_factory):
-    """4 nuclei images and a 5-slice stack, and a model trained on them for a few seconds."""
+def segmented_src(tmp_path_factory, tiny_run):
+    """4 nuclei images and a 5-slice stack, and a model trained on such images (the
+    session's tiny run: tests/conftest.py)."""
     import tifffile
-    from engine.model.train import TrainConfig, train_project
     root = tmp_path_factory.mktemp("bseg") / "p"
     proj = synthetic_project(root, "nuclei", 4, 96, seed=1, reviewed=2)
     stack = np.stack([proj.load_image(it.id) for it in proj.items] + [proj.load_image(proj.items[0].id)])
     tifffile.imwrite(root / "images" / "stack.tif", stack, photometric="minisblack")
     proj.add(root / "images" / "stack.tif")
-    cfg = TrainConfig(arch="r18fpn", base="scratch", epochs=3, batch_size=2, device="cpu", seed=0,
-                      val_fraction=0.0, rois_per_image=64, rpn_post_nms_train=300, keep_last=False)
-    res = train_project(proj, cfg, callbacks=[])
     model = root.parent / "model.pt"
-    shutil.copyfile(res.model_path, model)
+    shutil.copyfile(tiny_run[1].model_path, model)
     return root, model
 
 
@@ -73,7 +70,8 @@ def _segment(root: Path, model: Path, nproc: int = 1, *extra: str) -> subprocess
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
                "127.0.0.1", "--master_port", str(_free_port()), *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=400)
+    # no wall-clock limit here: pytest's per-test timeout is the hang guard (a busy machine is slow)
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
 
@@ -139,3 +137,88 @@ def test_two_gloo_processes_equal_one_process_and_resume_skips(segmented_src, tm
     assert {i: two.annotation_path(i).stat().st_mtime_ns for i in kept} == kept  # not rewritten
     assert _results(Project.open(two.root)) == a
     assert json.loads((journal / "done.json").read_text())["resumed"] == len(ids) - len(lost)
+
+
+# --- an item changed by another program while the model runs on it ---------------------------
+
+class _SquareModel:
+    """A stand-in model (torchvision's output format): one detection, a 10x10 square at
+    (40, 40). While it runs, `during(k)` -- "another program" -- gets the k-th call."""
+
+    def __init__(self, during):
+        self.during, self.calls = during, 0
+
+    def __call__(self, images):
+        import torch
+        self.during(self.calls)
+        self.calls += 1
+        outs = []
+        for im in images:
+            masks = torch.zeros((1, 1) + tuple(im.shape[-2:]), dtype=torch.bool)
+            masks[0, 0, 40:50, 40:50] = True
+            outs.append({"boxes": torch.tensor([[40.0, 40.0, 50.0, 50.0]]), "scores": torch.tensor([0.9]),
+                         "labels": torch.tensor([1]), "masks": masks})
+        return outs
+
+    # what Predictor's set-up asks of a module
+    def eval(self):
+        return self
+
+    def to(self, *a, **k):
+        return self
+
+    def modules(self):
+        return iter(())
+
+
+def _square_predictor(during):
+    from engine.model import normalize as N
+    from engine.model.predictor import Predictor
+    return Predictor.from_model(_SquareModel(during), ["nucleus"], N.percentile_policy(), "cpu",
+                                run="run-square", copy_model=False)
+
+
+def test_an_item_edited_while_the_model_runs_keeps_the_edit(tmp_path):
+    """The user saves a manual instance (in the GUI, say) while `segment` runs the model on
+    that very item: the model's result is merged into the item as saved, not into the copy
+    read before the run -- no ConflictError, no lost edit."""
+    from engine.annotations import Instance
+    from engine.model.batch_segment import segment_distributed
+    proj = synthetic_project(tmp_path / "p", "nuclei", 2, 96, reviewed=0)
+    ids = [it.id for it in proj.items]
+    manual = Instance(mask=np.ones((6, 6), bool), x0=5, y0=5, label="nucleus")
+    # the same object the model will find, drawn by hand: the hand-drawn one stays, alone
+    drawn = Instance(mask=np.ones((10, 10), bool), x0=40, y0=40, label="nucleus")
+
+    def user_edits(k):
+        other = Project.open(proj.root)  # another program
+        ann = other.load_annotation(ids[k])
+        ann.instances = [manual.copy(), drawn.copy()] if k == 0 else [manual.copy()]
+        other.save_annotation(ann)
+
+    res = segment_distributed(proj, _square_predictor(user_edits), ids, score_threshold=0.5, key="k")
+    assert res["predicted"] == ids and res["skipped"] == [] and res["instances"] == 1
+    first, second = (Project.open(proj.root).load_annotation(i) for i in ids)
+    assert first.status == second.status == "predicted"
+    assert [(i.source, i.x0, i.area) for i in first.instances] == [("manual", 5, 36), ("manual", 40, 100)]
+    assert sorted((i.source, i.x0, i.area) for i in second.instances) == [("manual", 5, 36), ("model", 40, 100)]
+
+
+def test_an_item_reviewed_while_the_model_runs_is_left_as_reviewed(tmp_path):
+    from engine.model.batch_segment import segment_distributed
+    proj = synthetic_project(tmp_path / "p", "nuclei", 2, 96, reviewed=0)
+    ids = [it.id for it in proj.items]
+
+    def user_accepts(k):
+        if k == 1:
+            other = Project.open(proj.root)
+            ann = other.load_annotation(ids[1])
+            ann.status = "reviewed"
+            other.save_annotation(ann)
+
+    res = segment_distributed(proj, _square_predictor(user_accepts), ids, score_threshold=0.5, key="k")
+    assert res["predicted"] == [ids[0]] and res["skipped"] == [ids[1]]
+    again = Project.open(proj.root)
+    assert again.load_annotation(ids[0]).status == "predicted"
+    kept = again.load_annotation(ids[1])
+    assert kept.status == "reviewed" and kept.instances == []  # the user's verdict, untouched

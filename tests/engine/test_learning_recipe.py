@@ -24,7 +24,7 @@ def _levels(sizes):
 @pytest.fixture(scope="module")
 def fitted_run(tmp_path_factory):
     proj = synthetic_project(tmp_path_factory.mktemp("fit") / "p", "nuclei", 4, 96)
-    res = train_project(proj, _tiny(anchors="fit"))
+    res = train_project(proj, _tiny(anchors="fit", val_fraction=0.0))  # all 4 items are fitted to
     return proj, res
 
 
@@ -47,11 +47,11 @@ def test_fitted_anchors_are_recorded_and_used_by_the_predictor(fitted_run):
     assert expect.coverage > anchor_coverage(boxes, (16, 32, 64, 128, 256), (0.5, 1.0, 2.0))[0]
 
 
-def test_explicit_or_default_anchors_are_not_fitted(tmp_path):
-    proj = synthetic_project(tmp_path / "p", "nuclei", 4, 96)
-    res = train_project(proj, _tiny())   # the default: not fitted
+def test_explicit_or_default_anchors_are_not_fitted(tmp_path, tiny_run):
+    _, res, _ = tiny_run     # trained with the default (tests/conftest.py): not fitted
     assert load_checkpoint(res.model_path)["model_config"]["anchor_sizes"] == [16, 32, 64, 128, 256]
-    res = train_project(proj, _tiny(anchors="fit", anchor_sizes=(8, 16, 32, 64, 128)))
+    proj = synthetic_project(tmp_path / "p", "nuclei", 4, 96)
+    res = train_project(proj, _tiny(anchors="fit", anchor_sizes=(8, 16, 32, 64, 128), val_fraction=0.0))
     assert load_checkpoint(res.model_path)["model_config"]["anchor_sizes"] == [8, 16, 32, 64, 128]
     gen = Predictor(res.model_path, "cpu").model.rpn.anchor_generator
     assert _levels(gen.sizes) == ((8,), (16,), (32,), (64,), (128,))
@@ -139,9 +139,9 @@ def test_evaluate_reports_acc50_and_the_training_time_and_budget(tmp_path, capsy
     """A budgeted run ends with a checkpoint; `evaluate` names its time and budget."""
     from engine.cli import run as cli_run
     proj = synthetic_project(tmp_path / "p", "nuclei", 4, 96)
-    res = train_project(proj, _tiny(minutes=0.2, epochs=50))
+    res = train_project(proj, _tiny(minutes=0.05, epochs=50))
     assert res.model_path is not None and res.model_path.is_file()
     capsys.readouterr()
     assert cli_run(["evaluate", str(proj.root), "--model", str(res.model_path), "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "acc50" in out and "(budget 0.2 min)" in out and "from scratch" in out
+    assert "acc50" in out and "(budget 0.05 min)" in out and "from scratch" in out
