@@ -3,9 +3,8 @@
 Each pixel holds a palette index: 0 is transparent; label k owns four entries (fill,
 outline, selected fill, selected outline). Opacity, colours and the outline switch are
 palette changes (no pixel work). The overlay has resolution levels (gui.canvas.levels):
-level 1 is one index a pixel, level f is rendered from the masks reduced f times (a level
-pixel belongs to an instance when it covers at least half of it), with outlines one
-level pixel wide. Levels are rendered tile by tile when shown; a small change (an edit)
+level 1 is one index a pixel, level f is rendered from the masks sampled every f pixels
+(at the centre of each level pixel), with outlines one level pixel wide. Levels are rendered tile by tile when shown; a small change (an edit)
 is redrawn at once. The buffers are numpy; the QImages wrap the same memory.
 """
 from __future__ import annotations
@@ -70,17 +69,13 @@ def palette(colors: list[tuple[int, int, int]], opacity: float, outlines: bool =
 
 def reduce_mask(mask: np.ndarray, x0: int, y0: int, f: int) -> tuple[np.ndarray, int, int]:
     """A crop mask at (x0, y0) on level f: (bool mask, level x0, level y0). A level pixel
-    is inside when at least half of the image pixels it covers are."""
+    takes the mask's value at its centre (nearest neighbour, as a scaled-down label image
+    is shown); the result is a strided view, so a coarse level costs no pixel copies."""
     if f == 1:
         return mask, x0, y0
-    h, w = mask.shape
-    lx0, ly0 = x0 // f, y0 // f
-    lw, lh = -(-(x0 + w) // f) - lx0, -(-(y0 + h) // f) - ly0
-    big = np.zeros((lh * f, lw * f), np.uint8)
-    ox, oy = x0 - lx0 * f, y0 - ly0 * f
-    np.multiply(mask, 255, out=big[oy:oy + h, ox:ox + w], casting="unsafe")
-    small = cv2.resize(big, (lw, lh), interpolation=cv2.INTER_AREA)
-    return small >= 128, lx0, ly0
+    c = f // 2
+    lx0, ly0 = -(-(x0 - c) // f), -(-(y0 - c) // f)   # first level pixel whose centre is inside
+    return mask[ly0 * f + c - y0::f, lx0 * f + c - x0::f], lx0, ly0
 
 
 class Overlay:
@@ -194,6 +189,8 @@ class Overlay:
             inst = self._shown[k]
             lm, ix0, iy0 = reduce_mask(inst.mask, inst.x0, inst.y0, f)
             ih, iw = lm.shape
+            if not ih or not iw:
+                continue
             ix1, iy1 = ix0 + iw, iy0 + ih
             ax0, ay0, ax1, ay1 = max(x0, ix0), max(y0, iy0), min(x1, ix1), min(y1, iy1)
             if ax1 <= ax0 or ay1 <= ay0:
