@@ -17,7 +17,7 @@ from PyQt5 import QtGui, sip
 TILE = 256
 # A region this large or smaller is redrawn at once when it changes (an edit, a small
 # image); a larger one is only marked stale and drawn when it is shown.
-EAGER_PIXELS = 4096 * 4096
+EAGER_PIXELS = 2048 * 2048
 
 
 def wrap_pixels(img: QtGui.QImage, arr: np.ndarray) -> QtGui.QImage:
