@@ -14,7 +14,11 @@ A 4096x4096 16-bit image with 300 instances (size and count can be changed):
   repaint after zoom    a full repaint of the viewport at several zoom levels (fit .. 800%).
 
 Both run offscreen in the same process, viewport 1600x1000. Figures are wall-clock
-milliseconds on this machine; run `python benchmarks/bench_canvas.py` (add --json FILE).
+milliseconds on this machine, and the process's CPU time (all threads: cv2 uses several),
+which other load on a shared machine does not inflate; run
+`python benchmarks/bench_canvas.py` (add --json FILE). The issue's big case is
+`--size 16384 --instances 5000 --data DIR` (DIR keeps the 0.5 GB image for the next run;
+the run's brush strokes are saved into it); `--only maskloop|labelme` runs one side.
 """
 from __future__ import annotations
 
