@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Optional
 
 import cv2
 import numpy as np
-from PyQt5 import QtGui, sip
+from PyQt5 import QtGui
 
 from engine.annotations import Instance
 
