@@ -1,97 +1,69 @@
-"""Graphics items that draw a numpy-backed QImage: the image and the mask overlay.
+"""Graphics items that draw a source of resolution levels: the image and the mask overlay.
 
-Both draw only the exposed part of themselves (a partial repaint costs what it shows),
-bilinear when zoomed out and nearest-neighbour when zoomed in so pixels stay square.
+A source (gui.canvas.image_levels.ImageLevels, gui.canvas.overlay.Overlay) has a shape,
+qimage(f) and ensure(f, box). The layers draw only the exposed part of themselves from
+the level that matches the zoom (a partial repaint costs what it shows), after asking the
+source to fill the tiles it covers: bilinear when zoomed out and nearest-neighbour when
+zoomed in so pixels stay square; the overlay is always nearest-neighbour.
 """
 from __future__ import annotations
 
 import math
 from typing import Optional
 
-import cv2
 import numpy as np
 from PyQt5 import QtCore, QtGui, QtWidgets, sip
 
+from .levels import TILE, level_box, level_for, pixels_of, qimage_from_array, wrap_pixels
 
-def qimage_from_array(arr: np.ndarray) -> QtGui.QImage:
-    """A QImage that shares memory with a uint8 (H, W) / (H, W, 3) / (H, W, 4) array.
-
-    The caller keeps `arr` alive as long as the image is used.
-    """
-    arr = np.ascontiguousarray(arr)
-    h, w = arr.shape[:2]
-    if arr.ndim == 2:
-        fmt, bpl = QtGui.QImage.Format_Grayscale8, w
-    elif arr.shape[2] == 3:
-        fmt, bpl = QtGui.QImage.Format_RGB888, 3 * w
-    elif arr.shape[2] == 4:
-        fmt, bpl = QtGui.QImage.Format_RGBA8888, 4 * w
-    else:
-        raise ValueError(f"cannot show an array of shape {arr.shape}")
-    return wrap_pixels(QtGui.QImage(sip.voidptr(arr.ctypes.data), w, h, bpl, fmt), arr)
+__all__ = ["LevelLayer", "OverlayLayer", "qimage_from_array", "wrap_pixels", "pixels_of"]
 
 
-def wrap_pixels(img: QtGui.QImage, arr: np.ndarray) -> QtGui.QImage:
-    """Tie the numpy buffer a QImage points into to the image (the memory must outlive it)."""
-    img.numpy_pixels = arr  # type: ignore[attr-defined]
-    return img
-
-
-def pixels_of(img: Optional[QtGui.QImage]) -> Optional[np.ndarray]:
-    """The numpy buffer behind a QImage made by wrap_pixels (None for any other image)."""
-    return getattr(img, "numpy_pixels", None)
-
-
-class ArrayLayer(QtWidgets.QGraphicsItem):
-    """Draws a QImage at scene coordinates (0, 0)-(w, h), one scene unit per pixel.
-
-    smooth=True (the image): bilinear when zoomed out, and below 50% it draws from a
-    mipmap level (area-averaged halvings, built on first use) so a zoomed-out 8192x8192
-    image costs what the screen shows and does not alias. smooth=False (the overlay's
-    palette indices): always nearest-neighbour.
-    """
+class LevelLayer(QtWidgets.QGraphicsItem):
+    """Draws a level source at scene coordinates (0, 0)-(w, h), one scene unit per pixel."""
 
     def __init__(self, smooth: bool = True, parent: Optional[QtWidgets.QGraphicsItem] = None) -> None:
         super().__init__(parent)
-        self._image: Optional[QtGui.QImage] = None
+        self._source = None
         self._rect = QtCore.QRectF()
         self._smooth = smooth
-        self._levels: dict[int, QtGui.QImage] = {}
         self.setFlag(QtWidgets.QGraphicsItem.ItemUsesExtendedStyleOption, True)
         self.paint_count = 0
+        self.last_level = 0   # the level the last paint drew from (tests)
 
-    def set_qimage(self, image: Optional[QtGui.QImage]) -> None:
-        rect = QtCore.QRectF(0, 0, image.width(), image.height()) if image is not None else QtCore.QRectF()
+    def set_source(self, source) -> None:
+        if source is None:
+            rect = QtCore.QRectF()
+        else:
+            h, w = source.shape
+            rect = QtCore.QRectF(0, 0, w, h)
         if rect != self._rect:
             self.prepareGeometryChange()
             self._rect = rect
-        self._image = image
-        self._levels = {}
+        self._source = source
         self.update()
 
     @property
-    def qimage(self) -> Optional[QtGui.QImage]:
-        return self._image
+    def source(self):
+        return self._source
 
     def boundingRect(self) -> QtCore.QRectF:
         return self._rect
 
-    def _level(self, f: int) -> Optional[QtGui.QImage]:
-        """The image reduced f times (f a power of two), or None when not possible."""
-        if f in self._levels:
-            return self._levels[f]
-        arr = pixels_of(self._image)
-        if arr is None:
+    def _shape(self) -> tuple[int, int]:
+        return int(self._rect.height()), int(self._rect.width())
+
+    def _exposed(self, option) -> Optional[tuple[int, int, int, int]]:
+        """The exposed image pixels (x0, y0, x1, y1), or None."""
+        exposed = option.exposedRect.intersected(self._rect)
+        if exposed.isEmpty():
             return None
-        prev = self._level(f // 2) if f > 2 else self._image
-        src = pixels_of(prev)
-        if src is None or min(src.shape[:2]) < 4:
+        H, W = self._shape()
+        x0, y0 = max(0, math.floor(exposed.left())), max(0, math.floor(exposed.top()))
+        x1, y1 = min(W, math.ceil(exposed.right())), min(H, math.ceil(exposed.bottom()))
+        if x1 <= x0 or y1 <= y0:
             return None
-        h, w = src.shape[:2]
-        small = cv2.resize(src, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
-        img = qimage_from_array(small)
-        self._levels[f] = img
-        return img
+        return x0, y0, x1, y1
 
     @staticmethod
     def _sub(image: QtGui.QImage, x0: int, y0: int, x1: int, y1: int) -> QtGui.QImage:
@@ -116,52 +88,46 @@ class ArrayLayer(QtWidgets.QGraphicsItem):
         if t.type() <= QtGui.QTransform.TxScale and abs(t.m11() * target.width() - image.width()) < 0.5 \
                 and abs(t.m22() * target.height() - image.height()) < 0.5:
             dev = t.map(target.topLeft())  # snapped to whole device pixels (< half a pixel)
-            if True:
-                painter.save()
-                painter.resetTransform()
-                painter.drawImage(QtCore.QPoint(round(dev.x()), round(dev.y())), image)
-                painter.restore()
-                return
+            painter.save()
+            painter.resetTransform()
+            painter.drawImage(QtCore.QPoint(round(dev.x()), round(dev.y())), image)
+            painter.restore()
+            return
         painter.setRenderHint(QtGui.QPainter.SmoothPixmapTransform, smooth)
         painter.drawImage(target, image)
 
+    def _paint_level(self, painter: QtGui.QPainter, f: int, box, scale: float, smooth: bool) -> None:
+        """Draw the image box from level f (its tiles filled first)."""
+        H, W = self._shape()
+        lx0, ly0, lx1, ly1 = level_box(f, box, (H, W))
+        if lx1 <= lx0 or ly1 <= ly0:
+            return
+        self._source.ensure(f, lx0, ly0, lx1, ly1)
+        level = self._source.qimage(f)
+        lw, lh = level.width(), level.height()
+        # the target is the level rectangle mapped back to image coordinates
+        tgt = QtCore.QRectF(lx0 * W / lw, ly0 * H / lh, (lx1 - lx0) * W / lw, (ly1 - ly0) * H / lh)
+        self.last_level = f
+        self._draw(painter, tgt, self._sub(level, lx0, ly0, lx1, ly1), smooth and abs(scale * f - 1.0) > 1e-6)
+
     def paint(self, painter: QtGui.QPainter, option, widget=None) -> None:
-        if self._image is None:
+        if self._source is None:
             return
-        exposed = option.exposedRect.intersected(self._rect)
-        if exposed.isEmpty():
+        box = self._exposed(option)
+        if box is None:
             return
-        W, H = self._image.width(), self._image.height()
-        x0, y0 = max(0, math.floor(exposed.left())), max(0, math.floor(exposed.top()))
-        x1, y1 = min(W, math.ceil(exposed.right())), min(H, math.ceil(exposed.bottom()))
-        if x1 <= x0 or y1 <= y0:
-            return
-        target = QtCore.QRectF(x0, y0, x1 - x0, y1 - y0)
         scale = painter.worldTransform().m11()
         self.paint_count += 1
-        f = 2 ** int(math.floor(math.log2(1.0 / scale) + 1e-6)) if self._smooth and scale > 0 else 1
-        if f >= 2:
-            level = self._level(f)
-            if level is not None:
-                lw, lh = level.width(), level.height()
-                lx0, ly0 = (x0 * lw) // W, (y0 * lh) // H
-                lx1, ly1 = min(lw, -(-x1 * lw // W)), min(lh, -(-y1 * lh // H))
-                # the target is the level rectangle mapped back to image coordinates
-                tgt = QtCore.QRectF(lx0 * W / lw, ly0 * H / lh, (lx1 - lx0) * W / lw, (ly1 - ly0) * H / lh)
-                self._draw(painter, tgt, self._sub(level, lx0, ly0, lx1, ly1), abs(scale * f - 1.0) > 1e-6)
-                return
-        self._draw(painter, target, self._sub(self._image, x0, y0, x1, y1), self._smooth and scale < 1.0)
+        self._paint_level(painter, level_for(scale), box, scale, self._smooth and scale < 1.0)
 
 
-TILE = 256
-
-
-class OverlayLayer(ArrayLayer):
-    """The overlay's Indexed8 image; at 100% and closer it draws from ARGB tiles.
+class OverlayLayer(LevelLayer):
+    """The overlay: zoomed out it draws the matching level; at 100% and closer it draws
+    from ARGB tiles.
 
     Qt converts a palette image pixel by pixel on every draw; zoomed in, that costs more
-    than the image itself. Tiles of premultiplied ARGB are made from the index buffer on
-    demand (a numpy lookup) and dropped when their pixels or the palette change.
+    than the image itself. Tiles of premultiplied ARGB are made from level 1's index
+    buffer on demand (a numpy lookup) and dropped when their pixels or the palette change.
     """
 
     MAX_TILES = 160  # 40 MB; a 1600x1000 viewport at 100% shows at most ~48
@@ -171,12 +137,12 @@ class OverlayLayer(ArrayLayer):
         self._tiles: "dict[tuple[int, int], QtGui.QImage]" = {}
         self._lut: Optional[np.ndarray] = None
 
-    def set_qimage(self, image: Optional[QtGui.QImage]) -> None:
+    def set_source(self, source) -> None:
         self.invalidate()
-        super().set_qimage(image)
+        super().set_source(source)
 
     def invalidate(self, box=None) -> None:
-        """Forget tiles over box (x0, y0, x1, y1), or all of them (e.g. a new palette)."""
+        """Forget ARGB tiles over box (x0, y0, x1, y1), or all of them (e.g. a new palette)."""
         if box is None:
             self._tiles.clear()
             self._lut = None
@@ -189,14 +155,19 @@ class OverlayLayer(ArrayLayer):
     def _tile(self, tx: int, ty: int) -> QtGui.QImage:
         img = self._tiles.pop((tx, ty), None)
         if img is None:
+            src = self._source
             if self._lut is None:
-                table = np.array(self._image.colorTable(), dtype=np.uint32)
+                table = np.array(src.color_table, dtype=np.uint32)
                 a = table >> 24
                 r, g, b = (table >> 16) & 255, (table >> 8) & 255, table & 255
                 self._lut = ((a << 24) | ((r * a // 255) << 16) | ((g * a // 255) << 8) | (b * a // 255)
                              ).astype(np.uint32)
-            buf = pixels_of(self._image)
-            argb = self._lut[buf[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE]]
+            H, W = self._shape()
+            x0, y0 = tx * TILE, ty * TILE
+            x1, y1 = min(W, x0 + TILE), min(H, y0 + TILE)
+            src.ensure(1, x0, y0, x1, y1)
+            buf = src.level(1).buf
+            argb = self._lut[buf[y0:y1, x0:x1]]
             h, w = argb.shape
             img = QtGui.QImage(sip.voidptr(argb.ctypes.data), w, h, 4 * w,
                                QtGui.QImage.Format_ARGB32_Premultiplied)
@@ -207,15 +178,14 @@ class OverlayLayer(ArrayLayer):
         return img
 
     def paint(self, painter: QtGui.QPainter, option, widget=None) -> None:
-        if self._image is None or painter.worldTransform().m11() < 1.0:
+        if self._source is None or painter.worldTransform().m11() < 1.0:
             return super().paint(painter, option, widget)
-        exposed = option.exposedRect.intersected(self._rect)
-        if exposed.isEmpty():
+        box = self._exposed(option)
+        if box is None:
             return
-        W, H = self._image.width(), self._image.height()
-        x0, y0 = max(0, math.floor(exposed.left())), max(0, math.floor(exposed.top()))
-        x1, y1 = min(W, math.ceil(exposed.right())), min(H, math.ceil(exposed.bottom()))
+        x0, y0, x1, y1 = box
         self.paint_count += 1
+        self.last_level = 1
         painter.setRenderHint(QtGui.QPainter.SmoothPixmapTransform, False)
         for ty in range(y0 // TILE, (y1 - 1) // TILE + 1):
             for tx in range(x0 // TILE, (x1 - 1) // TILE + 1):

@@ -1,8 +1,9 @@
 """CanvasView: a QGraphicsView over one item's image and its mask overlay.
 
-Scene coordinates are image pixels (pixel (i, j) covers [i, i+1) x [j, j+1)). The image is
-converted to 8-bit once per item or window change; the overlay is an Indexed8 buffer
-(gui.canvas.overlay) that an edit re-renders only inside its rectangle. Tools
+Scene coordinates are image pixels (pixel (i, j) covers [i, i+1) x [j, j+1)). The image
+(gui.canvas.image_levels) and the overlay (gui.canvas.overlay) are resolution levels made
+tile by tile when the screen shows them, so opening a 16384² image converts only what the
+fit view needs; an edit re-renders the overlay only inside its rectangle. Tools
 (gui.canvas.tools) receive the mouse and keys; panning and zooming stay here:
 wheel = zoom to the cursor, middle-drag or Space+drag = pan, H held = image only.
 """
@@ -11,10 +12,13 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import numpy as np
+
 from PyQt5 import QtCore, QtGui, QtWidgets
 
 from .. import theme
-from .layers import ArrayLayer, OverlayLayer, qimage_from_array
+from .image_levels import ImageLevels
+from .layers import LevelLayer, OverlayLayer
 from .overlay import MARGIN, Overlay, instance_color_index, instance_colors, palette
 from .tools import TOOLS, Tool
 
@@ -34,13 +38,14 @@ class CanvasView(QtWidgets.QGraphicsView):
         super().__init__(parent)
         self.controller = controller
         self.setScene(QtWidgets.QGraphicsScene(self))
-        self.image_layer = ArrayLayer()
+        self.image_layer = LevelLayer()
         self.image_layer.setZValue(0)
         self.overlay_layer = OverlayLayer()
         self.overlay_layer.setZValue(1)
         self.scene().addItem(self.image_layer)
         self.scene().addItem(self.overlay_layer)
         self.overlay: Optional[Overlay] = None
+        self.image_levels: Optional[ImageLevels] = None
         self._shape: Optional[tuple[int, int]] = None
         self._selected: set[str] = set()
         self._label_index: dict[str, int] = {}
@@ -131,9 +136,10 @@ class CanvasView(QtWidgets.QGraphicsView):
     def clear(self) -> None:
         if self.tool is not None:
             self.tool.cancel()
-        self.image_layer.set_qimage(None)
-        self.overlay_layer.set_qimage(None)
+        self.image_layer.set_source(None)
+        self.overlay_layer.set_source(None)
         self.overlay = None
+        self.image_levels = None
         self._shape = None
         self._selected = set()
 
@@ -149,13 +155,12 @@ class CanvasView(QtWidgets.QGraphicsView):
         ctl = self.controller
         if self.tool is not None:
             self.tool.cancel()
-        disp = ctl.display_image()
         ann = ctl.annotation
         shape = (ann.height, ann.width)
-        self.image_layer.set_qimage(qimage_from_array(disp))
+        self._show_image()
         if self.overlay is None or (self.overlay.height, self.overlay.width) != shape:
             self.overlay = Overlay(*shape)
-            self.overlay_layer.set_qimage(self.overlay.image)
+            self.overlay_layer.set_source(self.overlay)
         self._selected = set(ctl.selection)
         self._label_index = {n: k for k, n in enumerate(ctl.labels.names())}
         self._apply_palette()
@@ -165,10 +170,25 @@ class CanvasView(QtWidgets.QGraphicsView):
             self.scene().setSceneRect(QtCore.QRectF(0, 0, shape[1], shape[0]))
             self.fit()
 
+    def _show_image(self) -> None:
+        """The item's image through the current window, as levels made when shown."""
+        ctl = self.controller
+        image, window = ctl.image, ctl.window
+        if image is None:
+            self.image_levels = None
+        else:
+            if window is None and image.dtype != np.uint8:
+                image = ctl.display_image()  # no window: the controller's own mapping
+            self.image_levels = ImageLevels(image, window)
+        self.image_layer.set_source(self.image_levels)
+
     def _on_window(self, _win) -> None:
-        disp = self.controller.display_image()
-        if disp is not None:
-            self.image_layer.set_qimage(qimage_from_array(disp))
+        levels, ctl = self.image_levels, self.controller
+        if levels is not None and levels.image is ctl.image and ctl.window is not None:
+            levels.set_window(ctl.window)   # the reduced data is kept; only the mapping is redone
+            self.image_layer.update()
+        elif ctl.image is not None:
+            self._show_image()
 
     def _on_edited(self, item_id: str, region) -> None:
         if item_id == self.controller.item_id:
@@ -181,9 +201,8 @@ class CanvasView(QtWidgets.QGraphicsView):
         ann = self.controller.annotation
         if ann is None:
             return
-        for inst in ann.instances:
-            if inst.id in changed:
-                self.rerender((inst.x0, inst.y0, inst.x0 + inst.width, inst.y0 + inst.height))
+        self.rerender_boxes([(i.x0, i.y0, i.x0 + i.width, i.y0 + i.height)
+                             for i in ann.instances if i.id in changed])
 
     def _on_labels(self) -> None:
         labels = self.controller.labels
@@ -244,15 +263,21 @@ class CanvasView(QtWidgets.QGraphicsView):
 
     def rerender(self, region) -> None:
         """Re-render the overlay in region (x0, y0, x1, y1), or all of it when None."""
+        self.rerender_boxes([region])
+
+    def rerender_boxes(self, regions: list) -> None:
+        """Re-render the overlay in each region (None: all of it); the content is read once."""
         ann = self.controller.annotation
-        if self.overlay is None or ann is None:
+        if self.overlay is None or ann is None or not regions:
             return
-        if region is not None:
-            region = (region[0] - MARGIN, region[1] - MARGIN, region[2] + MARGIN, region[3] + MARGIN)
-        drawn = self.overlay.render(self.shown_instances(), self.color_index, self.controller.hidden_labels(),
-                                    self._selected, region)
-        if drawn is not None:
-            self.overlay_changed(drawn)
+        self.overlay.set_content(self.shown_instances(), self.color_index, self.controller.hidden_labels(),
+                                 self._selected)
+        for region in regions:
+            if region is not None:
+                region = (region[0] - MARGIN, region[1] - MARGIN, region[2] + MARGIN, region[3] + MARGIN)
+            drawn = self.overlay.redraw(region)
+            if drawn is not None:
+                self.overlay_changed(drawn)
 
     def overlay_changed(self, box) -> None:
         x0, y0, x1, y1 = box
