@@ -94,6 +94,11 @@ class Autosave(QtCore.QObject):
         self.conflict = False
         self.set_dirty(False)
 
+    @property
+    def save_delay_ms(self) -> int:
+        """How long after an edit the pending save was scheduled (the timer's interval)."""
+        return self._timer.interval()
+
     def edited(self) -> None:
         """An edit was applied: save it soon."""
         self._edit_seq += 1
