@@ -137,13 +137,8 @@ class AnnotationIndex:
                     continue
         out = {}
         for r in rows:
-            try:
-                labels = r.get("labels")
-                if labels is not None and not all(isinstance(v, int) for v in labels.values()):
-                    continue
-                out[r["id"]] = (tuple(r["stamp"]), FileCounts(r["status"], labels))
-            except (AttributeError, KeyError, TypeError):
-                continue
+            if _valid(r):
+                out[r["id"]] = (tuple(r["stamp"]), FileCounts(r["status"], r.get("labels")))
         return out, len(lines)
 
     def scan(self, ids, decode: Optional[Decoder] = None) -> dict:
@@ -202,6 +197,17 @@ class AnnotationIndex:
             atomic_write_bytes(self.path, b"".join(_line(i, s, c) for i, (s, c) in live), inside=self.root)
         except (OSError, MaskLoopError):
             pass
+
+
+def _valid(row) -> bool:
+    """A line this version wrote (anything else, e.g. a hand edit, is skipped: re-read)."""
+    if not isinstance(row, dict) or not isinstance(row.get("id"), str) or row.get("status") not in STATUSES:
+        return False
+    stamp, labels = row.get("stamp"), row.get("labels")
+    if not (isinstance(stamp, list) and len(stamp) == 3 and all(type(v) is int for v in stamp)):
+        return False
+    return labels is None or (isinstance(labels, dict) and all(
+        isinstance(k, str) and type(v) is int and v > 0 for k, v in labels.items()))
 
 
 def _line(item_id: str, stamp, counts: FileCounts) -> bytes:

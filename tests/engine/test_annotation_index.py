@@ -158,8 +158,11 @@ def test_a_project_written_without_the_index_or_with_a_damaged_one_gives_the_rig
     assert not decoded                                # ... and used by the next
     # a torn last line, a line of another shape and an entry with a wrong stamp
     good = index.read_bytes()
+    st = os.stat(proj.annotation_path("core_z0002"))
+    bogus = json.dumps({"id": "core_z0002", "stamp": [st.st_mtime_ns, st.st_size, st.st_ino], "status": "done",
+                        "labels": {"grain": 7}}).encode()  # the right stamp, but not a line MaskLoop writes
     index.write_bytes(b'{"id": 3}\n' + good + b'{"id":"core_z0000","stamp":[1,2,3],"status":"new","labels":{"grain":9}}\n'
-                      + b'{"id":"core_z0001","sta')
+                      + bogus + b'\n{"id":"core_z0001","sta')
     assert _info(proj.root) == expected
     assert Project.open(proj.root).statuses() == {it.id: s for it, s in zip(
         proj.items, ["reviewed", "predicted", "reviewed", "predicted", "reviewed", "new"])}
