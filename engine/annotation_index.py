@@ -11,8 +11,9 @@ Project.save_annotation appends a line after each write; the last line of an id 
 
 The index is a cache, never the truth: an entry counts only while its stamp equals the
 stamp of the file in the one listing of annotations/. A file written by another program or
-by a MaskLoop without this index (no entry, or another stamp) is read again and a fresh line
-appended. So a lost index, a torn last line, two processes appending at once or a compaction
+by a MaskLoop without this index (no entry, or another stamp) is read again; a reader appends
+fresh lines only to build the index (REBUILD_AT), and rewrites it when it holds mostly old
+versions. So a lost index, a torn last line, two processes appending at once or a compaction
 that drops someone's line only cost a re-read, never a wrong count. The index lies in
 annotations/ (it travels with the files it describes) under a name no item id can take
 (ids never start with '.').
@@ -30,6 +31,10 @@ from .fsutil import atomic_write_bytes, check_inside
 from .manifest_schema import STATUSES
 
 INDEX_NAME = ".index.jsonl"
+# A reader (info, statuses) writes the index only to build it (none yet: a project of an
+# older MaskLoop) or when it re-read this many files; a few files edited by another program
+# are simply re-read, so open + info leave a project written by MaskLoop untouched.
+REBUILD_AT = 32
 _SUFFIX = ".json"
 
 
@@ -166,8 +171,8 @@ class AnnotationIndex:
             fresh.append(_line(item_id, stamp, counts))
         live = [(i, known[i]) for i in files if i in known and known[i][0] == files[i]]
         if n_lines + len(fresh) > 2 * len(live) + 256:
-            self._compact(live)
-        else:
+            self._compact(live)      # mostly old versions: rewrite with the live lines only
+        elif fresh and (n_lines == 0 or len(fresh) >= REBUILD_AT):
             self._append(fresh)
         return out
 

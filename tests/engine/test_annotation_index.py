@@ -131,9 +131,12 @@ def test_an_external_edit_is_noticed_and_only_that_file_is_read_again(tmp_path, 
     os.utime(path3, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert os.stat(path3).st_size == st.st_size and os.stat(path3).st_ino == st.st_ino
 
+    before = {f.name: f.read_bytes() for f in proj.annotations_dir.iterdir()}
     decoded.clear()
     info = _info(proj.root)
     assert sorted(os.path.basename(p) for p in decoded) == sorted([path.name, path3.name])
+    # a few files edited elsewhere are re-read, not written back: info leaves the project as it was
+    assert {f.name: f.read_bytes() for f in proj.annotations_dir.iterdir()} == before
     assert info == _recount(proj.root)
     assert info["status"] == {"new": 2, "predicted": 3, "reviewed": 1}
     assert info["labels"] == {"grain": 4, "pore": 2} and info["instances"] == 7  # "xxxx" counts too
