@@ -13,7 +13,11 @@ Measured against the current code (each the median of --repeat runs, the first r
 `open` cold in a fresh process is printed too):
 - open:       Project.open(root)
 - info:       engine.cli.data_cmds.cmd_info (what `maskloop info` prints), in process, and
-              `python main.py info` as a user runs it (process start and imports included)
+              `python main.py info` as a user runs it (process start and imports included);
+              its counts come from annotations/.index.jsonl (engine/annotation_index.py), kept
+              by save_annotation; also measured once with the index removed, as a project
+              written by an older MaskLoop (every annotation file decoded once, index rebuilt)
+- statuses:   Project.statuses() (the image list's status column and filters)
 - next item:  the step of the editor: the next item's image (one TIFF page), its annotation
               and its status
 - save item:  save_annotation of one edited item; also a manifest rewrite (Project.save), which
@@ -121,6 +125,12 @@ def main(argv=None) -> int:
             return buf.getvalue()
         rows["info (cmd_info, in process)"], text = timed(info, args.repeat)
         assert f"items: {n}" in text, text[:300]
+        index = root / "annotations" / ".index.jsonl"
+        if index.exists():
+            index.unlink()  # as an older MaskLoop left it: no index
+            rows["info, first after an older MaskLoop (no index: rebuilt)"], again = timed(info, 1)
+            assert again == text, "the rebuilt index gives other counts"
+        rows["statuses (Project.statuses, all items)"], _ = timed(proj.statuses, args.repeat)
         env = dict(os.environ, PYTHONPATH=str(REPO))
         t = time.perf_counter()
         subprocess.run([sys.executable, str(REPO / "main.py"), "info", str(root)], check=True, capture_output=True,

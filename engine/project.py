@@ -2,7 +2,7 @@
 
 <root>/maskloop.json               manifest: format version, labels, sources, items, active model, settings
 <root>/annotations/<item-id>.json  labelme-compatible JSON, one per item (written only when edited)
-<root>/models/<run-id>/            model.pt, config.json, metrics.json, log.jsonl
+<root>/models/<run-id>/            model.pt, config.json, metrics.json, log.jsonl (engine/project_runs.py)
 
 Images stay where they are. Source paths are stored relative to the project when they
 lie inside it (so a moved project with its images keeps working), absolute otherwise.
@@ -24,12 +24,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
 import os
 import re
-import shutil
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -38,20 +35,19 @@ import filelock
 import numpy as np
 
 from . import imageio
+from .annotation_index import AnnotationIndex, peek_status, read_stamped
 from .annotations import ItemAnnotation, LabelSet
 from .errors import ConflictError, ImageReadError, LabelError, MaskLoopError, ProjectError, WriteError
 from .fsutil import atomic_write_json, file_lock, file_stamp
 from .limits import check_pixels
 from .manifest_merge import merge as merge_manifest
-from .manifest_schema import (FORMAT, FORMAT_VERSION, check_component, check_name, validate_annotation_top,
-                              validate_manifest)
+from .manifest_schema import FORMAT, FORMAT_VERSION, check_name, validate_annotation_top, validate_manifest
+from .project_runs import ModelRuns
 
 MANIFEST = "maskloop.json"
 LOCK_FILE = ".maskloop.lock"          # the one-writer lock (kept, never deleted)
-RUN_LOCK = ".maskloop-run.lock"       # held by the process that made a run, while it lives
 LOCK_TIMEOUT_S = 120.0                # a writer holds the lock for one manifest or one file
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_LIVE_RUNS: dict = {}                 # run folder -> its lock, held for the life of the process
 
 
 @dataclass
@@ -83,13 +79,8 @@ def _read_stamped(path: Path):
     """(parsed JSON, stamp) of one version of the file, or (None, None) when it is missing.
     The stamp is taken from the open file, so it belongs to the bytes read."""
     from .formats import parse_json
-    try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            raw = f.read()
-    except FileNotFoundError:
-        return None, None
-    return parse_json(raw, path), (st.st_mtime_ns, st.st_size, st.st_ino)
+    raw, stamp = read_stamped(path)
+    return (None, None) if raw is None else (parse_json(raw, path), stamp)
 
 
 def _build(data: dict, path: Path):
@@ -104,7 +95,7 @@ def _build(data: dict, path: Path):
     return labels, sources, items, data.get("active_model"), dict(data.get("settings") or {})
 
 
-class Project:
+class Project(ModelRuns):
     def __init__(self, root: Path, labels: LabelSet, sources: list, items: list[Item],
                  active_model: Optional[str] = None, settings: Optional[dict] = None) -> None:
         self.root = Path(root).resolve()
@@ -118,6 +109,7 @@ class Project:
         self._flock: Optional[filelock.FileLock] = None  # the project's OS lock (lazy)
         self._base = self.to_json()   # the manifest as last read or written (for merging)
         self._stamps: dict = {}       # item id -> annotation file stamp when read/written here
+        self._index = AnnotationIndex(self.annotations_dir, self.root)  # statuses and counts
 
     # --- create / open / save ----------------------------------------------------------
     @property
@@ -381,7 +373,6 @@ class Project:
     def load_annotation(self, item_id: str) -> ItemAnnotation:
         """The item's annotation as on disk now. The file's stamp is recorded, so a later
         save_annotation notices when another program changed the file in between."""
-        from .formats.labelme import labelme_to_annotation
         it = self.item(item_id)
         path = self.annotation_path(item_id)
         with self._lock:  # read and record together: a save from another thread is not between
@@ -389,6 +380,11 @@ class Project:
             self._stamps[item_id] = stamp
         if data is None:
             return ItemAnnotation(item_id, it.height, it.width, [], "new")
+        return self._decode(item_id, data, path)
+
+    def _decode(self, item_id: str, data, path: Path) -> ItemAnnotation:
+        from .formats.labelme import labelme_to_annotation
+        it = self.item(item_id)
         validate_annotation_top(data, path, item_id)
         return labelme_to_annotation(data, path, item_id=item_id, height=it.height, width=it.width)
 
@@ -430,6 +426,8 @@ class Project:
                                     path)
             atomic_write_json(path, data, indent=None, inside=self.root)
             self._stamps[it.id] = file_stamp(path)
+            # one shape a non-empty instance, no group_id: what a re-read of the file counts
+            self._index.record(it.id, self._stamps[it.id], peek_status(data), [sh["label"] for sh in data["shapes"]])
 
     def rename_label(self, old: str, new: str, *, skip_items: Iterable[str] = ()) -> list[str]:
         """Rename a label in the manifest, then in every annotation file that uses it.
@@ -470,127 +468,20 @@ class Project:
         return self.load_annotation(item_id).status
 
     def statuses(self) -> dict[str, str]:
-        """Status of every item; reads only the small top of files that exist."""
-        out = {}
-        for it in self.items:
-            path = self.annotation_path(it.id)
-            out[it.id] = _peek_status(path) if path.exists() else "new"
-        return out
+        """Status of every item: one listing of annotations/, plus a read of the files the
+        annotation index does not know as they are (engine/annotation_index.py)."""
+        found = self._index.scan(self._by_id)
+        return {it.id: found[it.id].status if it.id in found else "new" for it in self.items}
 
-    # --- models ------------------------------------------------------------------------
-    def new_run(self, prefix: str = "run") -> tuple[str, Path]:
-        self.models_dir.mkdir(exist_ok=True)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        n = 0
-        while True:
-            run_id = f"{prefix}-{stamp}" + (f"-{n}" if n else "")
-            folder = self.models_dir / run_id
-            try:
-                folder.mkdir()
-            except FileExistsError:
-                n += 1
-                continue
-            # held until this process ends: a listing never takes a live run for an orphan
-            lock = file_lock(folder / RUN_LOCK, 0)
-            lock.acquire()
-            _LIVE_RUNS[str(folder)] = lock
-            return run_id, folder
-
-    def _run_folders(self, newest_first: bool = False) -> list[Path]:
-        if not self.models_dir.exists():
-            return []
-        folders = [p for p in self.models_dir.iterdir() if p.is_dir() and not self._remove_if_orphan(p)]
-        return sorted(folders, reverse=newest_first)
-
-    def _remove_if_orphan(self, folder: Path) -> bool:
-        """Remove a run folder that a dead process left before its first checkpoint (made by
-        new_run, no model.pt, no last.pt to resume from, its owner's lock free). True if removed."""
-        marker = folder / RUN_LOCK
-        if (folder.is_symlink() or not marker.is_file() or (folder / "model.pt").exists()
-                or (folder / "last.pt").exists() or str(folder) in _LIVE_RUNS):
-            return False
-        probe = file_lock(marker, 0)
-        try:
-            probe.acquire()
-        except (filelock.Timeout, OSError):
-            return False  # its process is still running (first epoch) or we cannot tell
-        try:
-            shutil.rmtree(folder)
-        except OSError:
-            return False
-        finally:
-            probe.release()
-        return True
-
-    @staticmethod
-    def _run_json(folder: Path, key: str) -> dict:
-        """A run's config.json / metrics.json ({} when missing or unreadable)."""
-        try:
-            data = json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def list_models(self) -> list[dict]:
-        out = []
-        for folder in self._run_folders():
-            if not (folder / "model.pt").exists():
-                continue  # an unfinished or failed run
-            out.append({"run": folder.name, "path": str(folder / "model.pt"),
-                        "config": self._run_json(folder, "config"), "metrics": self._run_json(folder, "metrics")})
-        return out
-
-    def resumable_runs(self) -> list[dict]:
-        """Runs that stopped before their end (cancelled, interrupted) and can continue:
-        a last.pt and no model.pt. Newest first, each {"run", "epochs_done", "epochs"}
-        (None where the run's files do not say)."""
-        out = []
-        for folder in self._run_folders(newest_first=True):
-            if not (folder / "last.pt").exists() or (folder / "model.pt").exists():
-                continue
-            history = self._run_json(folder, "metrics").get("history")
-            epochs = (self._run_json(folder, "config").get("train") or {}).get("epochs")
-            out.append({"run": folder.name, "epochs_done": len(history) if isinstance(history, list) else None,
-                        "epochs": int(epochs) if isinstance(epochs, int) else None})
-        return out
-
-    def set_active_model(self, run_id: Optional[str]) -> None:
-        if run_id is not None:
-            check_component(run_id, self.models_dir, None, "run id")
-            if not (self.models_dir / run_id / "model.pt").exists():
-                raise ProjectError(f"no finished model run {run_id!r}", self.models_dir)
-        self.update(lambda proj: setattr(proj, "active_model", run_id))
-
-    def resolve_model(self, run_or_path=None) -> Path:
-        """A run id or a checkpoint path -> the model.pt path; None -> the active model."""
-        if run_or_path is None:
-            if not self.active_model:
-                raise ProjectError("no active model: train one first (maskloop train) or pass --model",
-                                   self.manifest_path, "active_model")
-            run_or_path = self.active_model
-        cand = self.models_dir / str(run_or_path) / "model.pt"
-        if cand.exists():
-            return cand
-        p = Path(run_or_path)
-        if p.is_dir() and (p / "model.pt").exists():
-            return p / "model.pt"
-        if p.is_file():
-            return p
-        raise ProjectError(f"no model run or checkpoint file {str(run_or_path)!r}", self.models_dir)
+    def annotation_counts(self) -> dict:
+        """{item id: FileCounts (status, instances per label)} of the items with an
+        annotation file; files changed outside this index are decoded again (their errors
+        raise, as load_annotation's would)."""
+        return self._index.scan(self._by_id, decode=lambda i, data, path: [
+            inst.label for inst in self._decode(i, data, path).instances])
 
 
 def _replace_path(src, new_path: str):
     import dataclasses
     return dataclasses.replace(src, path=new_path)
 
-
-def _peek_status(path: Path) -> str:
-    """Status from the file's top-level maskloop block, without decoding the masks."""
-    try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return "new"
-    ml = data.get("maskloop") if isinstance(data, dict) else None
-    if isinstance(ml, dict) and ml.get("status") in ("new", "predicted", "reviewed"):
-        return ml["status"]
-    return "new"

@@ -85,7 +85,8 @@ def test_annotation_save_load_one_file_per_item(tmp_path):
     inst = Instance(m, x0=10, y0=3, label="rock", score=0.75, source="model", model="run-1")
     ann = ItemAnnotation("a", 32, 48, [inst], "predicted")
     proj.save_annotation(ann)
-    assert sorted(p.name for p in proj.annotations_dir.iterdir()) == ["a.json"]
+    # one file per item, beside the annotation index (a cache of statuses and counts)
+    assert sorted(p.name for p in proj.annotations_dir.iterdir()) == [".index.jsonl", "a.json"]
     back = Project.open(tmp_path / "p").load_annotation("a")
     assert back.status == "predicted"
     (b_inst,) = back.instances
