@@ -46,11 +46,26 @@ def resolve_device(name: Any = "auto") -> torch.device:
     return dev
 
 
+def cpu_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware (AVX512_BF16 or AMX-BF16), where oneDNN's
+    bf16 convolutions are about twice as fast as fp32 (docs/benchmarks.md, the CPU path).
+    Without it oneDNN emulates bf16 and is slower than fp32, so the CPU stays fp32."""
+    caps = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.5
+    if caps is None:
+        return False
+    try:
+        c = caps()
+    except (RuntimeError, AttributeError):
+        return False
+    return bool(c.get("avx512_bf16") or c.get("amx_bf16"))
+
+
 def amp_dtype(device: torch.device, amp: Any = True) -> Optional[torch.dtype]:
     """The autocast dtype for inference (None: fp32).
 
     amp=True: bf16 on CUDA where supported, else fp16; fp32 on CPU and MPS.
-    amp="bf16" / "fp16": that dtype on any device; amp=False: fp32.
+    amp="bf16" / "fp16": that dtype on any device (on a CPU with cpu_native_bf16, "bf16" is the
+    fast CPU path); amp=False: fp32.
     """
     if amp is False or amp is None:
         return None
@@ -61,7 +76,7 @@ def amp_dtype(device: torch.device, amp: Any = True) -> Optional[torch.dtype]:
     if amp is True:
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
+        return None  # CPU: fp32 until the bf16 path passes its end-to-end check (docs/benchmarks.md)
     raise ValueError(f"amp must be True, False, 'bf16' or 'fp16', got {amp!r}")
 
 

@@ -13,7 +13,10 @@
 - Masks are pasted into their box only (never one full-image float mask per
   detection), so 1000+ instances per image cost little memory.
 - On CUDA: inference_mode, autocast (bf16 where supported, else fp16), channels_last,
-  tiles batched. On CPU: fp32, conv+BatchNorm fused, no upscaling.
+  tiles batched. On CPU: fp32, conv+BatchNorm fused, no upscaling. amp="bf16" on a CPU
+  with native bf16 (AVX512_BF16 or AMX; device.cpu_native_bf16) runs the conv parts under
+  bf16 autocast with channels_last (oneDNN): 2x fp32 on the backbone here, opt-in until
+  its end-to-end check is done (docs/benchmarks.md, the CPU path).
 - `predict_items` writes results into a Project: status "predicted" (also when nothing
   was found), reviewed items are never overwritten, progress and cancel per item.
 """
@@ -156,7 +159,9 @@ class Predictor:
             raise ValueError(f"tile overlap {self.overlap} must be smaller than the tile {self.tile}")
         self.max_detections = int(max_detections)
         self.amp_dtype = amp_dtype(self.device, amp)
-        self.channels_last = (self.device.type == "cuda") if channels_last is None else bool(channels_last)
+        if channels_last is None:  # with reduced precision on the CPU too: oneDNN's fast bf16 convs want it
+            channels_last = self.device.type == "cuda" or (self.device.type == "cpu" and self.amp_dtype is not None)
+        self.channels_last = bool(channels_last)
         if batch_size is None:
             batch_size = 4 if self.device.type == "cuda" else 1
         self.batch_size = max(1, int(batch_size))
