@@ -18,24 +18,25 @@ from engine.runs import RunInfo, decide_activation, list_runs
 from .. import theme
 
 
-def _fmt(v, digits=3) -> str:
+def _fmt(v, digits=2) -> str:  # seven columns share a side panel: short numbers
     return "–" if v is None else f"{v:.{digits}f}"
 
 
 def _items_text(info: RunInfo) -> str:
     if info.train_items is None:
         return "–"
-    return f"{info.train_items}" + (f" + {info.val_items}" if info.val_items else "")
+    return f"{info.train_items}" + (f"+{info.val_items}" if info.val_items else "")
 
 
 def _time_text(info: RunInfo) -> str:
-    """Training time, and the budget of a `--minutes` run: "12.4 / 15 min", "45 s / 1 min"."""
+    """Training time, and the budget of a `--minutes` run: "12/15" (minutes), "45 s/1"."""
     if info.seconds is None:
         return "–"
-    took = f"{info.seconds:.0f} s" if info.seconds < 60 else f"{info.seconds / 60:.1f} min"
+    # whole minutes, no unit: seven columns share a side panel (header and tooltip say minutes)
+    took = f"{info.seconds:.0f} s" if info.seconds < 60 else f"{info.seconds / 60:.0f}"
     if not info.minutes:
         return took
-    return f"{took.removesuffix(' min')} / {info.minutes:g} min"
+    return f"{took}/{info.minutes:g}"
 
 
 def _run_tooltip(info: RunInfo) -> str:
@@ -56,7 +57,7 @@ class ModelsPanel(QtWidgets.QWidget):
     activeModelChanged = QtCore.pyqtSignal(object)   # run id or None
     message = QtCore.pyqtSignal(str)
 
-    COLUMNS = ("", "Run", "AP", "AP50", "acc50", "Items", "Time")
+    COLUMNS = ("", "Run", "AP", "AP50", "acc50", "Items", "Min")
     METRIC_COLUMNS = (2, 3, 4, 6)
 
     def __init__(self, parent=None) -> None:
@@ -80,11 +81,14 @@ class ModelsPanel(QtWidgets.QWidget):
         hh.setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
         hh.setSectionResizeMode(1, QtWidgets.QHeaderView.Stretch)   # the run id takes what is left
         hh.setStretchLastSection(False)
+        hh.setSectionResizeMode(0, QtWidgets.QHeaderView.Fixed)   # the active marker: one glyph
+        hh.setMinimumSectionSize(18)
+        hh.resizeSection(0, 18)
         self.table.horizontalHeaderItem(2).setToolTip("validation mask AP (COCO, IoU 0.50:0.95)")
         self.table.horizontalHeaderItem(3).setToolTip("validation mask AP at IoU 0.50")
         self.table.horizontalHeaderItem(4).setToolTip("share of objects found at IoU ≥ 0.50")
         self.table.horizontalHeaderItem(5).setToolTip("training items + validation items")
-        self.table.horizontalHeaderItem(6).setToolTip("training time / the run's time budget")
+        self.table.horizontalHeaderItem(6).setToolTip("training time / the run's time budget, in minutes")
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.itemDoubleClicked.connect(lambda *_: self.make_active_selected())
         self.empty = QtWidgets.QLabel("No model trained yet. Mark a few items reviewed, then "

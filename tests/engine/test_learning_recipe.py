@@ -47,9 +47,17 @@ def test_fitted_anchors_are_recorded_and_used_by_the_predictor(fitted_run):
     assert expect.coverage > anchor_coverage(boxes, (16, 32, 64, 128, 256), (0.5, 1.0, 2.0))[0]
 
 
-def test_explicit_or_default_anchors_are_not_fitted(tmp_path, tiny_run):
-    _, res, _ = tiny_run     # trained with the default (tests/conftest.py): not fitted
-    assert load_checkpoint(res.model_path)["model_config"]["anchor_sizes"] == [16, 32, 64, 128, 256]
+def test_fitted_anchors_are_the_default_and_explicit_or_default_layouts_are_kept(tmp_path, tiny_run):
+    from engine.model.setup import fit_anchor_layout
+    proj, res, _ = tiny_run  # trained with TrainConfig's default anchors (tests/conftest.py)
+    assert load_checkpoint(res.model_path)["model_config"]["anchor_sizes"] != [16, 32, 64, 128, 256]
+    items = Snapshot.from_project(proj).items
+    plain = TrainConfig(anchors="default")
+    fit_anchor_layout(plain, items)
+    assert plain.anchor_sizes is None  # the architecture's fixed sizes
+    fitted = TrainConfig()
+    fit_anchor_layout(fitted, items)
+    assert fitted.anchor_sizes is not None and fitted.anchors == "fit"
     proj = synthetic_project(tmp_path / "p", "nuclei", 4, 96)
     res = train_project(proj, _tiny(anchors="fit", anchor_sizes=(8, 16, 32, 64, 128), val_fraction=0.0))
     assert load_checkpoint(res.model_path)["model_config"]["anchor_sizes"] == [8, 16, 32, 64, 128]

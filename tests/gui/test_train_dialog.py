@@ -153,14 +153,14 @@ def test_models_panel_shows_training_time_and_budget(qtbot, proj):
     panel = ModelsPanel()
     qtbot.addWidget(panel)
     panel.set_project(proj)
-    col = panel.COLUMNS.index("Time")
+    col = panel.COLUMNS.index("Min")
     rows = {panel.table.item(r, 1).text(): r for r in range(panel.table.rowCount())}
     cell = lambda run, c: panel.table.item(rows[run], c).text()   # noqa: E731
-    assert cell("run-20260101-000000", col) == "12.5 / 15 min"
+    assert cell("run-20260101-000000", col) == "12/15"
     assert cell("run-20260102-000000", col) == "42 s"
     assert cell("run-20260103-000000", col) == "–"
-    assert cell("run-20260101-000000", panel.COLUMNS.index("acc50")) == "0.610"   # beside mask AP
-    assert cell("run-20260101-000000", panel.COLUMNS.index("AP")) == "0.300"
+    assert cell("run-20260101-000000", panel.COLUMNS.index("acc50")) == "0.61"   # beside mask AP
+    assert cell("run-20260101-000000", panel.COLUMNS.index("AP")) == "0.30"
     tip = panel.table.item(rows["run-20260101-000000"], 1).toolTip()
     assert "trained: 12.5 min (time budget 15 min)" in tip
 

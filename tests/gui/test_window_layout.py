@@ -175,7 +175,7 @@ def test_models_panel_columns_fit_a_side_panel(qtbot, tmp_path):
     QtWidgets.QApplication.processEvents()
     t = panel.table
     assert t.horizontalHeader().length() <= t.viewport().width() + 1
-    assert "r50fpn" in t.item(0, 1).toolTip() and t.item(0, 5).text() == "12 + 3"
+    assert "r50fpn" in t.item(0, 1).toolTip() and t.item(0, 5).text() == "12+3"
 
 
 def test_export_dialog_elides_long_paths_in_the_middle(qtbot, tmp_path):

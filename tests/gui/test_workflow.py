@@ -223,8 +223,8 @@ def test_models_panel_activation_rule(qtbot, win):
     assert texts[0] == "run-20240103-000000"   # newest first
     row = texts.index("run-20240101-000000")
     assert panel.table.item(row, 0).text() == "●"
-    assert panel.table.item(row, 2).text() == "0.500"          # mask AP
-    assert panel.table.item(row, 5).text() == "4 + 1"          # train + val items
+    assert panel.table.item(row, 2).text() == "0.50"          # mask AP
+    assert panel.table.item(row, 5).text() == "4+1"          # train + val items
 
 
 def test_train_dialog_defaults_work_in_one_click(qtbot, win):
