@@ -17,10 +17,10 @@ TrainConfig fields, JSON).
 
 Cellpose 3 (its CP U-Net, trained from scratch with its defaults) runs in a separate
 Python where cellpose<4 is installed -- it is NOT a MaskLoop dependency:
-    python -m venv --system-site-packages /work/cpvenv
-    /work/cpvenv/bin/pip install "cellpose<4"
-    python benchmarks/bench_learning.py --cellpose-python /work/cpvenv/bin/python
-(default: $MASKLOOP_CELLPOSE_PYTHON, else /work/cpvenv/bin/python when present; without
+    python -m venv --system-site-packages ../cpvenv
+    ../cpvenv/bin/pip install "cellpose<4"
+    python benchmarks/bench_learning.py --cellpose-python ../cpvenv/bin/python
+(default: $MASKLOOP_CELLPOSE_PYTHON, else ../cpvenv/bin/python beside the repository when present; without
 it the Cellpose rows are skipped with a message). Its training process is stopped at the
 same wall-time budget; the model it saved last (every epoch) is evaluated.
 
@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 
 FIXTURE = REPO.parent / "shared" / "fixtures" / "bitdepth_nucseg_40x"
 SPLIT_SEED, N_TEST = 0, 13
-DEFAULT_CP_PYTHON = Path("/work/cpvenv/bin/python")
+DEFAULT_CP_PYTHON = REPO.parent / "cpvenv" / "bin" / "python"
 
 
 # --------------------------------------------------------------------------------------
