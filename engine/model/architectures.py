@@ -2,7 +2,8 @@
 model configs (plain data) and construction from a config.
 
 Architectures (`ARCHS`): r50fpn (torchvision's maskrcnn_resnet50_fpn), r50fpn_v2,
-r101fpn, x101fpn (ResNeXt-101 32x8d FPN) and r18fpn (light, for CPUs). Every model
+r101fpn, x101fpn (ResNeXt-101 32x8d FPN), r18fpn (light) and r18fpn_lite (narrow
+pyramid and heads: the CPU default). Every model
 gets a `NativeTransform`: images run at their native resolution (or a fixed `scale`),
 never silently resized to 800 px, with image_mean/std applied to the [0, 1] output of
 engine.model.normalize.normalize. Starting weights: engine.model.weights; files:
