@@ -360,10 +360,11 @@ class Project(ModelRuns):
                 out.append(it)
         return out
 
-    def load_image(self, item_id: str) -> np.ndarray:
+    def load_image(self, item_id: str, *, mapped: bool = False) -> np.ndarray:
+        """The item's raw values; `mapped`: see imageio.read_slice (a viewer's choice)."""
         it = self.item(item_id)
         src = self.sources[it.source]
-        return imageio.read_slice(src, it.slice, base=self.root)
+        return imageio.read_slice(src, it.slice, base=self.root, mapped=mapped)
 
     # --- annotations -------------------------------------------------------------------
     def annotation_path(self, item_id: str) -> Path:

@@ -133,7 +133,7 @@ class Navigator(QtCore.QObject):
     def take_image(self, item_id: str):
         """The image (from the prefetch worker when it is ready, else read now)."""
         image = self.prefetch.take(item_id)
-        return image if image is not None else self.c.project.load_image(item_id)
+        return image if image is not None else self.c.project.load_image(item_id, mapped=True)
 
     def shown(self, item_id: str) -> None:
         """The item is on screen: decode its neighbours ahead."""

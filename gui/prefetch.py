@@ -18,6 +18,11 @@ import numpy as np
 from .background import Background
 
 
+def _load(project, item_id: str) -> np.ndarray:
+    # mapped: a large uncompressed TIFF page is a view of the file, read as it is shown
+    return project.load_image(item_id, mapped=True)
+
+
 class ImagePrefetcher:
     def __init__(self, max_items: int = 4) -> None:
         self.max_items = max_items
@@ -51,7 +56,7 @@ class ImagePrefetcher:
                 del self._futures[iid]
         fut = self._futures.get(item_id)
         if fut is None or fut.cancelled():
-            fut = self._futures[item_id] = self.worker.submit(self._project.load_image, item_id)
+            fut = self._futures[item_id] = self.worker.submit(_load, self._project, item_id)
         self._fetched.add(item_id)
         return fut
 
@@ -73,7 +78,7 @@ class ImagePrefetcher:
         project = self._project
         for iid in wanted:
             if iid not in self._futures:
-                self._futures[iid] = self.worker.submit(project.load_image, iid)
+                self._futures[iid] = self.worker.submit(_load, project, iid)
 
     def take(self, item_id: str) -> Optional[np.ndarray]:
         """The decoded image when it was prefetched (waiting if it is under way), else None."""

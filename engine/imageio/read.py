@@ -21,11 +21,17 @@ def _resolve(source: Source, base) -> Path:
     return p
 
 
-def read_slice(source: Source, index: int, base: Optional[Path] = None) -> np.ndarray:
+def read_slice(source: Source, index: int, base: Optional[Path] = None, *,
+               mapped: bool = False) -> np.ndarray:
     """Raw values of slice `index` only: (H, W) or (H, W, 3), dtype `source.dtype`.
 
     Reads one TIFF page, one DICOM file or one frame, never the whole stack. A relative
     `source.path` resolves from `base` (the project root).
+
+    `mapped=True` (for a viewer): a large uncompressed TIFF page stored as it is returned
+    comes back as a read-only memory map of the file (tiff.map_page) with the same values;
+    reading is deferred to when pixels are used. The file must then not be truncated in
+    place while the array lives (the OS would fault on the vanished pages).
     """
     p = _resolve(source, base)
     index = int(index)
@@ -41,7 +47,7 @@ def read_slice(source: Source, index: int, base: Optional[Path] = None) -> np.nd
         arr = read_dicom(p, index, np.dtype(source.dtype), field)
         where = p
     else:
-        arr = _read_any(p, index, field, source)
+        arr = _read_any(p, index, field, source, mapped)
         where = p
     if arr.shape[:2] != (source.height, source.width):
         raise ImageReadError(f"image changed on disk: {arr.shape[1]}x{arr.shape[0]}, expected "
@@ -61,10 +67,11 @@ def read_slice(source: Source, index: int, base: Optional[Path] = None) -> np.nd
 
 
 def _read_any(p: Path, index: Optional[int], field: Optional[str],
-              source: Optional[Source]) -> np.ndarray:
+              source: Optional[Source], mapped: bool = False) -> np.ndarray:
     kind = sniff(p, field)
     if kind == "tiff":
-        return read_tiff(p, index or 0, source.n_slices if source is not None else None, field)
+        return read_tiff(p, index or 0, source.n_slices if source is not None else None, field,
+                         mapped)
     if kind == "dicom":
         out = np.dtype(source.dtype) if source is not None else None
         return read_dicom(p, None, out, field)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import mmap
 import re
 import threading
 from contextlib import contextmanager
@@ -142,7 +143,13 @@ def _geometry(tif, series, n: int):
         return None
 
 
-def read_tiff(p: Path, index: int, n_expected: Optional[int], field: Optional[str]) -> np.ndarray:
+# A page at least this big may be memory-mapped (read_slice(mapped=True)): below it an
+# eager read costs little and holds no mapping of the file.
+MAP_MIN_BYTES = 32 << 20
+
+
+def read_tiff(p: Path, index: int, n_expected: Optional[int], field: Optional[str],
+              mapped: bool = False) -> np.ndarray:
     size = file_size(p)
     with tiff_guard(p, field):
         with tifffile.TiffFile(p) as tif:
@@ -172,8 +179,37 @@ def read_tiff(p: Path, index: int, n_expected: Optional[int], field: Optional[st
                 raise ImageReadError("TIFF page is missing", p, field)
             if arr is None:
                 check_page_extent(page, size, p, field)
+                if mapped:
+                    view = map_page(p, page, tif.byteorder)
+                    if view is not None:
+                        return view
                 arr = decode_page(p, page)
     return normalise_tiff(arr.reshape(page.shaped), p)
+
+
+def map_page(p: Path, page, byteorder: str) -> Optional[np.ndarray]:
+    """A large page stored as read_slice returns it (uncompressed, contiguous, native byte
+    order, 1 or 3 interleaved samples of a kept dtype) as a read-only view of the file,
+    mapped into memory: nothing is read until used, and then only the pages of the file
+    that are touched. None when the page is not such a page or the file cannot be mapped;
+    the caller then decodes it. The extent was checked against the file size."""
+    sep, depth, h, w, contig = page.shaped
+    if page.nbytes < MAP_MIN_BYTES or sep != 1 or depth != 1 or contig not in (1, 3):
+        return None
+    if not page.is_memmappable or page.dtype is None:
+        return None
+    dt = np.dtype(page.dtype).newbyteorder(byteorder)
+    if _out_dtype(dt) != dt:  # big-endian, bool, float16/64: converted when read
+        return None
+    off, nbytes = int(page.dataoffsets[0]), int(page.nbytes)
+    start = off - off % mmap.ALLOCATIONGRANULARITY  # map only this page's bytes
+    try:
+        with open(p, "rb") as fh:
+            mm = mmap.mmap(fh.fileno(), off + nbytes - start, access=mmap.ACCESS_READ, offset=start)
+    except (OSError, ValueError):  # e.g. a file system without mmap: read it instead
+        return None
+    arr = np.frombuffer(mm, dt, count=h * w * contig, offset=off - start)  # keeps mm alive
+    return arr.reshape((h, w) if contig == 1 else (h, w, 3))
 
 
 def decode_page(p: Path, page) -> np.ndarray:
