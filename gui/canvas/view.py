@@ -58,6 +58,10 @@ class CanvasView(QtWidgets.QGraphicsView):
         self._tolerance = 10.0   # magic wand: percent of the displayed range
         self._pan_from: Optional[QtCore.QPoint] = None
         self._fitted = False  # the image was fitted and the user has not zoomed since
+        # previewed image tiles are made exact one per event-loop turn (ImageLevels.refine)
+        self._refiner = QtCore.QTimer(self)
+        self._refiner.setInterval(0)
+        self._refiner.timeout.connect(self._refine_step)
         self._filter = None   # instance -> bool: which instances are drawn (e.g. the score slider)
         self._space = False
 
@@ -180,7 +184,21 @@ class CanvasView(QtWidgets.QGraphicsView):
             if window is None and image.dtype != np.uint8:
                 image = ctl.display_image()  # no window: the controller's own mapping
             self.image_levels = ImageLevels(image, window)
+            self.image_levels.on_rough = self._refiner.start
         self.image_layer.set_source(self.image_levels)
+
+    def _refine_step(self) -> None:
+        box = self.image_levels.refine() if self.image_levels is not None else None
+        if box is None:
+            self._refiner.stop()
+            return
+        x0, y0, x1, y1 = box
+        self.image_layer.update(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
+
+    @property
+    def settled(self) -> bool:
+        """Every image tile drawn so far is exact (no preview is waiting to be refined)."""
+        return self.image_levels is None or not self.image_levels.rough()
 
     def _on_window(self, _win) -> None:
         levels, ctl = self.image_levels, self.controller

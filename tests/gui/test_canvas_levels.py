@@ -58,6 +58,39 @@ def test_image_levels_equal_the_whole_image_mapping():
         ImageLevels(img, None)   # 16-bit data needs a window
 
 
+def test_a_big_fill_is_previewed_from_a_sample_then_refined_to_the_exact_level(monkeypatch):
+    from gui.canvas import image_levels
+    monkeypatch.setattr(image_levels, "PREVIEW_PIXELS", 100 * 100)
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 40000, (701, 1103)).astype(np.uint16)
+    win = (20000.0, 30000.0)
+    lv = ImageLevels(img, win)
+    called = []
+    lv.on_rough = lambda: called.append(1)
+    lv.level(4).ensure_all()
+    # the preview: the stored pixel at each level pixel's centre (the last, partial one: the edge)
+    ys, xs = np.minimum(np.arange(176) * 4 + 2, 700), np.minimum(np.arange(276) * 4 + 2, 1102)
+    assert np.array_equal(lv.level(4).buf, to_uint8(img[np.ix_(ys, xs)], window=win))
+    assert lv.rough() and called
+    boxes = []
+    while (box := lv.refine()) is not None:
+        boxes.append(box)
+    assert len(boxes) == 2 and boxes[-1] == (1024, 0, 1103, 701)   # 1 x 2 tiles of 256
+    # ... to exactly what is drawn without a preview (small fills are never previewed)
+    monkeypatch.setattr(image_levels, "PREVIEW_PIXELS", 1 << 24)
+    ref = ImageLevels(img, win)
+    ref.level(4).ensure_all()
+    assert not ref.rough() and not np.array_equal(ref.level(4).buf, to_uint8(img[np.ix_(ys, xs)], window=win))
+    assert not lv.rough() and np.array_equal(lv.level(4).buf, ref.level(4).buf)
+    # the exact reduction is kept: a new window maps it at once, nothing is previewed again
+    monkeypatch.setattr(image_levels, "PREVIEW_PIXELS", 100 * 100)
+    lv.set_window((10000.0, 5000.0))
+    ref.set_window((10000.0, 5000.0))
+    lv.level(4).ensure_all()
+    ref.level(4).ensure_all()
+    assert not lv.rough() and np.array_equal(lv.level(4).buf, ref.level(4).buf)
+
+
 def _instances(shape, n, seed=0):
     rng = np.random.default_rng(seed)
     out = []
@@ -197,5 +230,35 @@ def test_big_image_opens_zooms_and_brushes_converting_only_what_is_shown(qtbot, 
         assert level1.filled_tiles == image_tiles
         assert ov1.filled_tiles == overlay_tiles
         assert ov1.buf[1505, 2020] != 0
+    finally:
+        win.controller.close_project(force=True)
+
+
+def test_the_first_paint_previews_then_settles_to_the_exact_picture(qtbot, big_project, monkeypatch):
+    from gui.canvas import image_levels
+    from gui.main_window import MainWindow
+    monkeypatch.setattr(image_levels, "PREVIEW_PIXELS", 512 * 512)
+    win = MainWindow(loop=False)
+    qtbot.addWidget(win)
+    win.resize(1100, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    try:
+        refined = []
+        real_refine = ImageLevels.refine
+        monkeypatch.setattr(ImageLevels, "refine", lambda self: refined.append(real_refine(self)) or refined[-1])
+        assert win.open_project(big_project.root)
+        cv = win.canvas
+        QtWidgets.QApplication.processEvents()
+        cv.viewport().repaint()
+        f = cv.image_layer.last_level
+        assert f >= 4
+        qtbot.waitUntil(lambda: cv.settled, timeout=60000)
+        assert any(b is not None for b in refined)   # tiles were drawn from a sample first
+        cv.viewport().repaint()
+        monkeypatch.setattr(image_levels, "PREVIEW_PIXELS", 1 << 24)
+        ref = ImageLevels(win.controller.image, win.controller.window)
+        ref.level(f).ensure_all()
+        assert not ref.rough() and np.array_equal(cv.image_levels.level(f).buf, ref.level(f).buf)
     finally:
         win.controller.close_project(force=True)
