@@ -19,6 +19,9 @@ which other load on a shared machine does not inflate; run
 `python benchmarks/bench_canvas.py` (add --json FILE). The issue's big case is
 `--size 16384 --instances 5000 --data DIR` (DIR keeps the 0.5 GB image for the next run;
 the run's brush strokes are saved into it); `--only maskloop|labelme` runs one side.
+`--baseline` also times MaskLoop's first paint with issue 15's first-paint paths turned off
+(the whole image read, every tile area-averaged before it is shown), interleaved with this
+code's in the same run, and the time until every previewed tile is exact.
 """
 from __future__ import annotations
 
@@ -143,7 +146,51 @@ def path_points(cx, cy, n, step=3.0, radius=220.0):
 
 
 # ---------------------------------------------------------------------------- MaskLoop
-def bench_maskloop(app, root: Path, moves: int, reps: int, size: int) -> dict:
+class PhaseClock:
+    """CPU time spent in the engine's loads (Project.load_image / load_annotation), wrapped."""
+
+    def __init__(self) -> None:
+        from engine.project import Project
+        self.cpu = {"load_image": 0.0, "load_annotation": 0.0}
+        for name in self.cpu:
+            real = getattr(Project, name)
+
+            def timed(*a, _real=real, _name=name, **k):
+                c0 = time.process_time()
+                try:
+                    return _real(*a, **k)
+                finally:
+                    self.cpu[_name] += (time.process_time() - c0) * 1000
+            setattr(Project, name, timed)
+
+    def take(self) -> dict:
+        out = dict(self.cpu)
+        for k in self.cpu:
+            self.cpu[k] = 0.0
+        return out
+
+
+def set_mode(mode: str) -> None:
+    """"baseline": this code with the first-paint paths of issue 15 turned off (the image
+    read whole instead of memory-mapped, every level tile area-averaged before it is
+    shown); "new": as shipped."""
+    from engine.imageio import tiff
+    from gui.canvas import image_levels
+    base = mode == "baseline"
+    tiff.MAP_MIN_BYTES = 1 << 62 if base else _SHIPPED["map"]
+    image_levels.PREVIEW_PIXELS = 1 << 62 if base else _SHIPPED["preview"]
+
+
+def _shipped() -> dict:
+    from engine.imageio import tiff
+    from gui.canvas import image_levels
+    return {"map": tiff.MAP_MIN_BYTES, "preview": image_levels.PREVIEW_PIXELS}
+
+
+_SHIPPED: dict = {}
+
+
+def bench_maskloop(app, root: Path, moves: int, reps: int, size: int, modes=("new",)) -> dict:
     from PyQt5 import QtCore
     from gui.main_window import MainWindow
     win = MainWindow(loop=False)
@@ -155,17 +202,37 @@ def bench_maskloop(app, root: Path, moves: int, reps: int, size: int) -> dict:
     out: dict = {"viewport": [cv.viewport().width(), cv.viewport().height()]}
     counter = PaintCounter(cv.viewport())
 
-    first, first_cpu = [], []
+    # first paint, the baseline (--baseline) and this code interleaved in the same run
+    runs: dict = {mode: {"wall": [], "cpu": [], "settled": [], "settled_cpu": [], "phases": []}
+                  for mode in modes}
+    clock = PhaseClock()
     for _ in range(reps):
-        win.controller.close_project(force=True)
-        app.processEvents()
-        t0, c0 = time.perf_counter(), time.process_time()
-        assert win.open_project(root)
-        cv.viewport().repaint()
-        first.append((time.perf_counter() - t0) * 1000)
-        first_cpu.append((time.process_time() - c0) * 1000)
-    out["first_paint_ms"] = {"median": statistics.median(first), "all": first,
-                             "cpu_median": statistics.median(first_cpu)}
+        for mode in modes:
+            set_mode(mode)
+            win.controller.close_project(force=True)
+            app.processEvents()
+            clock.take()
+            t0, c0 = time.perf_counter(), time.process_time()
+            assert win.open_project(root)
+            cv.viewport().repaint()
+            r = runs[mode]
+            r["wall"].append((time.perf_counter() - t0) * 1000)
+            r["cpu"].append((time.process_time() - c0) * 1000)
+            r["phases"].append(clock.take())
+            while not cv.settled:   # previewed tiles made exact (events, as the window runs)
+                app.processEvents()
+            r["settled"].append((time.perf_counter() - t0) * 1000)
+            r["settled_cpu"].append((time.process_time() - c0) * 1000)
+    for mode in modes:
+        r = runs[mode]
+        key = "first_paint_ms" if mode == "new" else "baseline_first_paint_ms"
+        out[key] = {"median": statistics.median(r["wall"]), "all": r["wall"],
+                    "cpu_median": statistics.median(r["cpu"]), "cpu_all": r["cpu"],
+                    "settled_median": statistics.median(r["settled"]),
+                    "settled_cpu_median": statistics.median(r["settled_cpu"]),
+                    "engine_cpu_ms": {k: statistics.median(p[k] for p in r["phases"])
+                                      for k in r["phases"][0]}}
+    set_mode(modes[-1])
     win.controller.nav.stop_counting()
 
     # brush stroke at 100%, moves one event at a time, each painted before the next
@@ -376,6 +443,14 @@ def report(ml: dict, lm: dict) -> None:
     ]
     for name, ka, kb in rows_cpu:
         print(f"{name:44s} {f(g(ml, *ka))} {f(g(lm, *kb))}  {ratio(g(ml, *ka), g(lm, *kb))}")
+    if "baseline_first_paint_ms" in ml:
+        b, n = ml["baseline_first_paint_ms"], ml["first_paint_ms"]
+        print(f"\nfirst paint, baseline -> this code (median): wall {b['median']:.0f} -> {n['median']:.0f} ms, "
+              f"CPU {b['cpu_median']:.0f} -> {n['cpu_median']:.0f} ms; until every tile is exact: "
+              f"wall {b['settled_median']:.0f} -> {n['settled_median']:.0f} ms, "
+              f"CPU {b['settled_cpu_median']:.0f} -> {n['settled_cpu_median']:.0f} ms")
+        print("  of which engine CPU ms, baseline:", {k: round(v) for k, v in b["engine_cpu_ms"].items()},
+              "this code:", {k: round(v) for k, v in n["engine_cpu_ms"].items()})
     if "brush61_move_ms" in ml:
         print(f"\nbrush 61 px p50/p95: {ml['brush61_move_ms']['p50']:.1f}/{ml['brush61_move_ms']['p95']:.1f} ms; "
               f"eraser 31 px p95: {ml['eraser_move_ms']['p95']:.1f} ms; "
@@ -396,6 +471,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, help="keep the generated data in this folder and reuse it "
                     "on the next run with the same size and count (a 16384² image takes a while)")
     ap.add_argument("--only", choices=("maskloop", "labelme"), help="run one side only")
+    ap.add_argument("--baseline", action="store_true", help="also time MaskLoop's first paint with "
+                    "the memory-mapped read and the previewed levels turned off, interleaved")
     args = ap.parse_args(argv)
 
     from PyQt5 import QtWidgets
@@ -418,7 +495,10 @@ def main(argv=None) -> int:
               f"({n_points} polygon points for labelme), ready in {time.perf_counter() - t0:.1f} s",
               flush=True)
         skipped = {"skipped": True}
-        ml = bench_maskloop(app, root, args.moves, args.reps, args.size) if args.only != "labelme" else skipped
+        _SHIPPED.update(_shipped())
+        modes = ("baseline", "new") if args.baseline else ("new",)
+        ml = bench_maskloop(app, root, args.moves, args.reps, args.size, modes) \
+            if args.only != "labelme" else skipped
         lm = bench_labelme(app, lm_json, args.moves, args.reps, args.size) if args.only != "maskloop" else skipped
     res = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
