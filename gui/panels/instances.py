@@ -4,6 +4,7 @@ selects (and highlights) the instances on the canvas, and the other way round. A
 a header sorts by that column (Doubt: the doubtful ones first when descending)."""
 from __future__ import annotations
 
+import difflib
 from typing import Callable, Optional
 
 from PyQt5 import QtCore, QtWidgets
@@ -55,7 +56,9 @@ class InstancesPanel(QtWidgets.QWidget):
         lay.setContentsMargins(2, 2, 2, 2)
         lay.addWidget(self.table, 1)
         lay.addWidget(self.summary)
-        self._ids: list[str] = []
+        self._ids: list[str] = []      # instance ids in table row order
+        self._shown: dict = {}         # id -> the (values, sort keys, colour) its row shows
+        self._icons: dict = {}         # label colour -> icon
         self._pending = False
         self.table.itemSelectionChanged.connect(self._on_table_selection)
         controller.instancesChanged.connect(self.schedule_refresh)
@@ -70,41 +73,82 @@ class InstancesPanel(QtWidgets.QWidget):
             QtCore.QTimer.singleShot(0, self.refresh)
 
     def refresh(self) -> None:
+        """Bring the rows up to date with the annotation, touching only rows that changed:
+        a stroke on an item with 5,000 instances adds or updates one row, not 30,000 cells
+        (rows are matched by instance id, inserted and removed in place)."""
         self._pending = False
         ctl = self.controller
         ann = ctl.annotation
         insts = list(reversed(ann.instances)) if ann is not None else []  # top first
-        self.table.blockSignals(True)
-        self.table.setSortingEnabled(False)
-        self.table.setRowCount(len(insts))
         hidden = ctl.hidden_labels()
         doubts = self.doubt_provider(ann) if self.doubt_provider is not None and ann is not None else {}
+        rows = {}
         for r, inst in enumerate(insts):
-            d = doubts.get(inst.id)
+            d, area = doubts.get(inst.id), inst.area
             vals = (len(insts) - r, inst.label, inst.source,
-                    "" if inst.score is None else f"{inst.score:.2f}", inst.area,
-                    "" if d is None else f"{d:.2f}")
+                    "" if inst.score is None else f"{inst.score:.2f}", area, "" if d is None else f"{d:.2f}")
             keys = (len(insts) - r, inst.label, inst.source, -1.0 if inst.score is None else inst.score,
-                    inst.area, -1.0 if d is None else d)
-            for c, v in enumerate(vals):
-                cell = self.table.item(r, c)
-                if cell is None:
-                    cell = _Cell()
-                    self.table.setItem(r, c, cell)
-                cell.setData(QtCore.Qt.DisplayRole, v)
-                cell.setData(QtCore.Qt.UserRole, inst.id)
-                cell.setData(SORT_ROLE, keys[c])
-            self.table.item(r, 1).setIcon(color_icon(ctl.label_color(inst.label), 10))
+                    area, -1.0 if d is None else d)
+            rows[inst.id] = (vals, keys, tuple(ctl.label_color(inst.label)))
+        table = self.table
+        table.blockSignals(True)
+        table.setSortingEnabled(False)
         if self.table.horizontalHeader().sortIndicatorSection() >= 0:
-            self.table.setSortingEnabled(True)   # re-sorts by the column the user chose
-        self._ids = [self.table.item(r, 0).data(QtCore.Qt.UserRole) for r in range(len(insts))]
+            # sorted by the user: keep the rows where they are, new ones at the end (re-sorted below)
+            kept = [i for i in self._ids if i in rows]
+            target = kept + [i for i in rows if i not in set(kept)]
+        else:
+            target = [i.id for i in insts]
+        self._apply(self._ids, target, rows)
+        if table.horizontalHeader().sortIndicatorSection() >= 0:
+            table.setSortingEnabled(True)   # re-sorts by the column the user chose
+        self._ids = [table.item(r, 0).data(QtCore.Qt.UserRole) for r in range(table.rowCount())]
         label_of = {i.id: i.label for i in insts}
         for r, iid in enumerate(self._ids):
-            self.table.setRowHidden(r, label_of[iid] in hidden)
-        self.table.blockSignals(False)
+            hide = label_of[iid] in hidden
+            if table.isRowHidden(r) != hide:
+                table.setRowHidden(r, hide)
+        table.blockSignals(False)
         n_model = sum(1 for i in insts if i.source == "model")
         self.summary.setText(f"{len(insts)} instances" + (f" · {n_model} from the model" if n_model else ""))
         self._on_selection(ctl.selection)
+
+    def _apply(self, current: list, target: list, rows: dict) -> None:
+        """Edit the table from the `current` id order to `target`: insert and remove rows
+        where the orders differ (difflib), then write the cells whose values changed."""
+        table = self.table
+        if table.rowCount() != len(current):   # never expected; start over
+            table.setRowCount(0)
+            current, self._shown = [], {}
+        if not current:   # a new item: all rows at once
+            table.setRowCount(len(target))
+            current = target
+        ops = difflib.SequenceMatcher(None, current, target, autojunk=False).get_opcodes()
+        for tag, i1, i2, j1, j2 in reversed(ops):   # from the bottom: row numbers above stay
+            if tag in ("delete", "replace"):
+                for r in range(i2 - 1, i1 - 1, -1):
+                    table.removeRow(r)
+            if tag in ("insert", "replace"):
+                for r in range(i1, i1 + j2 - j1):
+                    table.insertRow(r)
+        for r, iid in enumerate(target):
+            row = rows[iid]
+            if self._shown.get(iid) == row and table.item(r, 0) is not None:
+                continue
+            vals, keys, color = row
+            for c, v in enumerate(vals):
+                cell = table.item(r, c)
+                if cell is None:
+                    cell = _Cell()
+                    table.setItem(r, c, cell)
+                cell.setData(QtCore.Qt.DisplayRole, v)
+                cell.setData(QtCore.Qt.UserRole, iid)
+                cell.setData(SORT_ROLE, keys[c])
+            icon = self._icons.get(color)
+            if icon is None:
+                icon = self._icons[color] = color_icon(color, 10)
+            table.item(r, 1).setIcon(icon)
+        self._shown = rows
 
     def _on_selection(self, ids: list) -> None:
         if self._pending:

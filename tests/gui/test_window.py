@@ -158,10 +158,10 @@ def test_next_slice_is_decoded_off_the_gui_thread(qtbot, stack_project, monkeypa
     gui_reads = []
     real = type(project).load_image
 
-    def counting(self, item_id):
+    def counting(self, item_id, **kw):
         if threading.current_thread() is threading.main_thread():
             gui_reads.append(item_id)
-        return real(self, item_id)
+        return real(self, item_id, **kw)
     monkeypatch.setattr(type(project), "load_image", counting)
     assert ctl.set_current_item(stack_ids[1])   # prefetched before the patch
     ctl.nav.prefetch.future(stack_ids[2]).result(timeout=10)
@@ -190,11 +190,11 @@ def test_a_jump_to_a_large_item_keeps_the_window_live(qtbot, stack_project, monk
     real = type(project).load_image
     gui_reads = []
 
-    def slow(self, item_id):
+    def slow(self, item_id, **kw):
         if threading.current_thread() is threading.main_thread():
             gui_reads.append(item_id)
         time.sleep(0.3)  # a big 16-bit image
-        return real(self, item_id)
+        return real(self, item_id, **kw)
     monkeypatch.setattr(type(project), "load_image", slow)
     loading = []
     ctl.itemLoading.connect(loading.append)

@@ -27,7 +27,7 @@ class FakeProject:
         self.images = {f"item{k}": np.full((size, size), k, np.uint16) for k in range(n)}
         self.loaded = []
 
-    def load_image(self, item_id):
+    def load_image(self, item_id, **kw):
         self.loaded.append((item_id, threading.current_thread().name))
         return self.images[item_id]
 
