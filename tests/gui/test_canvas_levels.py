@@ -262,3 +262,28 @@ def test_the_first_paint_previews_then_settles_to_the_exact_picture(qtbot, big_p
         assert not ref.rough() and np.array_equal(cv.image_levels.level(f).buf, ref.level(f).buf)
     finally:
         win.controller.close_project(force=True)
+
+
+def test_a_stroke_keeps_only_the_pixels_around_it_and_equals_a_full_image_mask():
+    from gui.canvas.tools.brush import StrokePixels
+    H, W = 16384, 16384
+    sp = StrokePixels(H, W)
+    rng = np.random.default_rng(8)
+    ref = {}
+    x, y = 9000, 9000
+    for _ in range(200):   # a wandering stroke of 15 px dabs, also off the edge of the margin
+        x, y = int(np.clip(x + rng.integers(-40, 41), 0, W - 15)), int(np.clip(y + rng.integers(-40, 41), 0, H - 15))
+        m = np.zeros((15, 15), np.uint8)
+        cv2.circle(m, (7, 7), 7, 1, -1)
+        sp.add(m.view(bool), x, y)
+        ref[(x, y)] = m.view(bool)
+    xs, ys = [k[0] for k in ref], [k[1] for k in ref]
+    x0, y0, x1, y1 = min(xs), min(ys), max(xs) + 15, max(ys) + 15
+    full = np.zeros((y1 - y0, x1 - x0), bool)
+    for (px, py), m in ref.items():
+        full[py - y0:py - y0 + 15, px - x0:px - x0 + 15] |= m
+    assert np.array_equal(sp.crop(x0, y0, x1, y1), full)
+    assert sp.buf.size <= (y1 - y0 + 2 * sp.MARGIN) * (x1 - x0 + 2 * sp.MARGIN) < H * W // 100
+    edge = StrokePixels(100, 80)   # at the image corner the margin is cut by the image
+    edge.add(np.ones((3, 3), bool), 77, 97)
+    assert edge.buf.shape == (100, 80) and edge.crop(77, 97, 80, 100).all()

@@ -26,6 +26,37 @@ def path_points(xa: int, ya: int, xb: int, yb: int) -> list[tuple[int, int]]:
             for k in range(n + 1)]
 
 
+class StrokePixels:
+    """The pixels a stroke painted, in an array that grows (with a margin) to cover them:
+    a press on a 16384² image allocates a few hundred pixels square, not a 256 MB mask."""
+
+    MARGIN = 256
+
+    def __init__(self, height: int, width: int) -> None:
+        self.shape = (height, width)
+        self.buf = np.zeros((0, 0), bool)
+        self.x0 = self.y0 = 0
+
+    def add(self, m: np.ndarray, x0: int, y0: int) -> None:
+        """OR the mask m (inside the image) in at (x0, y0)."""
+        x1, y1 = x0 + m.shape[1], y0 + m.shape[0]
+        bh, bw = self.buf.shape
+        if not (self.buf.size and self.x0 <= x0 and self.y0 <= y0 and x1 <= self.x0 + bw and y1 <= self.y0 + bh):
+            H, W = self.shape
+            e = self.MARGIN
+            nx0, ny0 = max(0, min(x0, self.x0 if bw else x0) - e), max(0, min(y0, self.y0 if bh else y0) - e)
+            nx1 = min(W, max(x1, self.x0 + bw) + e)
+            ny1 = min(H, max(y1, self.y0 + bh) + e)
+            buf = np.zeros((ny1 - ny0, nx1 - nx0), bool)
+            buf[self.y0 - ny0:self.y0 - ny0 + bh, self.x0 - nx0:self.x0 - nx0 + bw] = self.buf
+            self.buf, self.x0, self.y0 = buf, nx0, ny0
+        self.buf[y0 - self.y0:y1 - self.y0, x0 - self.x0:x1 - self.x0] |= m
+
+    def crop(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """A copy of the box (inside what was painted)."""
+        return self.buf[y0 - self.y0:y1 - self.y0, x0 - self.x0:x1 - self.x0].copy()
+
+
 class BrushTool(Tool):
     name = "brush"
     label = "Brush"
@@ -40,7 +71,7 @@ class BrushTool(Tool):
         self._ring.setPen(cosmetic_pen(theme.color("canvas.ring"), 1.0))
         self._ring.setVisible(False)
         canvas.scene().addItem(self._ring)
-        self._stroke: Optional[np.ndarray] = None
+        self._stroke: Optional[StrokePixels] = None
         self._box: Optional[list[int]] = None
         self._last: Optional[tuple[int, int]] = None
         self._index = 0
@@ -84,7 +115,7 @@ class BrushTool(Tool):
         if ctl.annotation is None:
             return True
         H, W = ctl.annotation.shape
-        self._stroke = np.zeros((H, W), bool)
+        self._stroke = StrokePixels(H, W)
         self._box = None
         self._extend = bool(event.modifiers() & QtCore.Qt.ShiftModifier)
         if self.erase:
@@ -133,7 +164,7 @@ class BrushTool(Tool):
         for px, py in path_points(xa, ya, xb, yb):
             cv2.circle(local, (px - bx0, py - by0), r, 1, -1)
         m = local.view(bool)
-        stroke[by0:by1, bx0:bx1] |= m
+        stroke.add(m, bx0, by0)
         box = self._box
         self._box = [bx0, by0, bx1, by1] if box is None else \
             [min(box[0], bx0), min(box[1], by0), max(box[2], bx1), max(box[3], by1)]
@@ -159,7 +190,7 @@ class BrushTool(Tool):
         if stroke is None or box is None:
             return False
         x0, y0, x1, y1 = box
-        mask = stroke[y0:y1, x0:x1].copy()
+        mask = stroke.crop(x0, y0, x1, y1)
         done = self.controller.paint_stroke(mask, x0, y0, erase=self.erase, extend=self._extend)
         if not done:  # nothing changed: take the preview away
             self.canvas.rerender((x0, y0, x1, y1))
