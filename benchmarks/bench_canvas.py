@@ -20,7 +20,8 @@ which other load on a shared machine does not inflate; run
 `--size 16384 --instances 5000 --data DIR` (DIR keeps the 0.5 GB image for the next run;
 the run's brush strokes are saved into it); `--only maskloop|labelme` runs one side.
 `--baseline` also times MaskLoop's first paint with issue 15's first-paint paths turned off
-(the whole image read, every tile area-averaged before it is shown), interleaved with this
+(the whole image read, every tile area-averaged before it is shown, mask shapes converted
+by one thread), interleaved with this
 code's in the same run, and the time until every previewed tile is exact.
 """
 from __future__ import annotations
@@ -173,18 +174,22 @@ class PhaseClock:
 def set_mode(mode: str) -> None:
     """"baseline": this code with the first-paint paths of issue 15 turned off (the image
     read whole instead of memory-mapped, every level tile area-averaged before it is
-    shown); "new": as shipped."""
+    shown, mask shapes converted by one thread); "new": as shipped."""
+    from engine.formats import labelme
     from engine.imageio import tiff
     from gui.canvas import image_levels
     base = mode == "baseline"
     tiff.MAP_MIN_BYTES = 1 << 62 if base else _SHIPPED["map"]
     image_levels.PREVIEW_PIXELS = 1 << 62 if base else _SHIPPED["preview"]
+    labelme.PARALLEL_MIN_SHAPES = 1 << 62 if base else _SHIPPED["parallel"]
 
 
 def _shipped() -> dict:
+    from engine.formats import labelme
     from engine.imageio import tiff
     from gui.canvas import image_levels
-    return {"map": tiff.MAP_MIN_BYTES, "preview": image_levels.PREVIEW_PIXELS}
+    return {"map": tiff.MAP_MIN_BYTES, "preview": image_levels.PREVIEW_PIXELS,
+            "parallel": labelme.PARALLEL_MIN_SHAPES}
 
 
 _SHIPPED: dict = {}

@@ -104,6 +104,11 @@ def b64_to_mask(data: str, path=None, field=None) -> np.ndarray:
         raw = base64.b64decode(data, validate=True)
     except (ValueError, TypeError) as e:
         raise FormatError(f"mask is not valid base64 ({e})", path, field) from None
+    return png_to_mask(raw, path, field)
+
+
+def png_to_mask(raw: bytes, path=None, field=None) -> np.ndarray:
+    """A mask PNG's bytes -> bool array (set where the value, or the alpha, is > 0)."""
     arr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise FormatError("mask is not a readable PNG", path, field)

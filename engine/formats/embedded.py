@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import limits
 from ..errors import FormatError
-from ..masks import b64_to_mask
+from ..masks import png_to_mask
 
 
 def _b64(text: str, what: str, path, field) -> bytes:
@@ -38,7 +38,7 @@ def decode_mask_b64(m64: str, height: int, width: int, path, field) -> np.ndarra
     raw = _b64(m64, "mask", path, field)
     limits.check_mask_png(raw, height, width, path, field)
     try:
-        mask = b64_to_mask(m64, path, field)
+        mask = png_to_mask(raw, path, field)   # the bytes decoded once
     except cv2.error as e:  # a valid header over damaged data
         raise FormatError(f"mask PNG cannot be decoded ({_cv2_reason(e)})", path, field) from None
     if mask.shape != (height, width):  # pragma: no cover - the header said so
