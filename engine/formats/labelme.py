@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path, PureWindowsPath
 from typing import Optional
@@ -33,6 +32,7 @@ from ..annotations import SOURCES, STATUSES, Instance, ItemAnnotation, LabelSet
 from ..errors import FormatError, ImageReadError, LabelError
 from ..masks import mask_to_b64
 from .embedded import decode_mask_b64, embedded_image
+from .ordered_runs import in_order
 
 #: The labelme file-format version written into exported files (mask shapes exist since 5.x).
 LABELME_VERSION = "5.5.0"
@@ -226,51 +226,17 @@ def _union(instances: list[Instance]) -> Instance:
     return first.copy(mask=m, x0=x0, y0=y0)
 
 
-# A file with this many shapes is converted by a few threads, each a run of shapes in
-# order: decoding mask PNGs (most of the time) releases the GIL, so the runs overlap.
+# A file with this many shapes is converted by a few threads (engine.formats.ordered_runs):
+# decoding mask PNGs, most of the time, releases the GIL.
 PARALLEL_MIN_SHAPES = 512
-_CHUNK = 256
 
 
-def _convert_range(shapes, height, width, path, source, keep_maskloop, k0: int, k1: int):
-    """shape_to_instance for shapes[k0:k1] (None for a skipped shape): (results, the
-    error of the first bad shape or None); a run stops at its first bad shape."""
-    out = []
-    try:
-        for k in range(k0, k1):
-            shape = shapes[k]
-            if isinstance(shape, dict) and shape.get("label") == IGNORE_LABEL:
-                out.append(None)
-                continue
-            out.append(shape_to_instance(shape, height, width, path=path, field=f"shapes[{k}]",
-                                         source=source, keep_maskloop=keep_maskloop))
-    except Exception as e:  # noqa: BLE001 - re-raised in shape order by _converted
-        return out, e
-    return out, None
-
-
-def _converted(convert, n: int):
-    """The converted shapes in order, each when the caller reaches it; a bad shape's error
-    is raised where the caller reaches that shape (as a plain loop would)."""
-    if n < PARALLEL_MIN_SHAPES:
-        for k in range(n):
-            got, err = convert(k, k + 1)
-            if err is not None:
-                raise err
-            yield got[0]
-        return
-    runs = [(k, min(n, k + _CHUNK)) for k in range(0, n, _CHUNK)]
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        futures = [pool.submit(convert, a, b) for a, b in runs]
-        try:
-            for fut in futures:
-                got, err = fut.result()
-                yield from got
-                if err is not None:
-                    raise err
-        finally:
-            for fut in futures:
-                fut.cancel()
+def _convert_one(shapes, height, width, path, source, keep_maskloop, k: int) -> Optional[Instance]:
+    shape = shapes[k]
+    if isinstance(shape, dict) and shape.get("label") == IGNORE_LABEL:
+        return None
+    return shape_to_instance(shape, height, width, path=path, field=f"shapes[{k}]", source=source,
+                             keep_maskloop=keep_maskloop)
 
 
 def shapes_to_instances(shapes, height: int, width: int, *, path=None, source: str = "imported",
@@ -283,8 +249,9 @@ def shapes_to_instances(shapes, height: int, width: int, *, path=None, source: s
     stats = stats if stats is not None else Counter()
     groups: dict = {}
     order: list = []
-    convert = partial(_convert_range, shapes, height, width, path, source, keep_maskloop)
-    for k, (shape, inst) in enumerate(zip(shapes, _converted(convert, len(shapes)))):
+    convert = partial(_convert_one, shapes, height, width, path, source, keep_maskloop)
+    converted = in_order(convert, len(shapes), threaded=len(shapes) >= PARALLEL_MIN_SHAPES)
+    for k, (shape, inst) in enumerate(zip(shapes, converted)):
         field = f"shapes[{k}]"
         if isinstance(shape, dict) and shape.get("label") == IGNORE_LABEL:
             stats[f"ignored {IGNORE_LABEL}"] += 1
