@@ -183,8 +183,10 @@ def _tiles_in_view(cv) -> int:
     return (int(r.width()) // TILE + 2) * (int(r.height()) // TILE + 2)
 
 
-def test_big_image_opens_zooms_and_brushes_converting_only_what_is_shown(qtbot, big_project):
+def test_big_image_opens_zooms_and_brushes_converting_only_what_is_shown(qtbot, big_project, monkeypatch):
+    from engine.imageio import tiff
     from gui.main_window import MainWindow
+    monkeypatch.setattr(tiff, "MAP_MIN_BYTES", 0)   # the image is shown from a map of the file
     win = MainWindow(loop=False)
     qtbot.addWidget(win)
     win.resize(1100, 800)
@@ -192,6 +194,7 @@ def test_big_image_opens_zooms_and_brushes_converting_only_what_is_shown(qtbot, 
     qtbot.waitExposed(win)
     try:
         assert win.open_project(big_project.root)   # opens fitted to the view
+        assert not win.controller.image.flags.writeable and not win.controller.image.flags.owndata
         cv = win.canvas
         QtWidgets.QApplication.processEvents()
         cv.viewport().repaint()
