@@ -12,6 +12,7 @@ from PyQt5 import QtCore, QtWidgets
 from .labels import color_icon
 
 SORT_ROLE = QtCore.Qt.UserRole + 1
+REBUILD_ROWS = 256   # more rows inserted or removed than this: the table is refilled at once
 
 
 class _Cell(QtWidgets.QTableWidgetItem):
@@ -117,13 +118,13 @@ class InstancesPanel(QtWidgets.QWidget):
         """Edit the table from the `current` id order to `target`: insert and remove rows
         where the orders differ (difflib), then write the cells whose values changed."""
         table = self.table
-        if table.rowCount() != len(current):   # never expected; start over
-            table.setRowCount(0)
-            current, self._shown = [], {}
-        if not current:   # a new item: all rows at once
-            table.setRowCount(len(target))
-            current = target
         ops = difflib.SequenceMatcher(None, current, target, autojunk=False).get_opcodes()
+        moved = sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in ops if tag != "equal")
+        if table.rowCount() != len(current) or moved > REBUILD_ROWS:
+            # another item, or most rows changed: rows one by one would cost more
+            table.setRowCount(0)
+            table.setRowCount(len(target))
+            self._shown, ops = {}, []
         for tag, i1, i2, j1, j2 in reversed(ops):   # from the bottom: row numbers above stay
             if tag in ("delete", "replace"):
                 for r in range(i2 - 1, i1 - 1, -1):

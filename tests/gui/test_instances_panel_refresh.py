@@ -80,3 +80,17 @@ def test_a_sorted_table_stays_sorted_and_equal_to_a_fresh_one(window, qtbot):
     panel.refresh()
     assert rows_of(panel) == from_scratch(window)
     assert [r[-1] for r in rows_of(panel) if r[-2] == "C"] == [True]
+
+
+def test_many_changed_rows_refill_the_table_and_another_item_empties_it(window, qtbot, monkeypatch):
+    ctl, panel = window.controller, window.instances_panel
+    qtbot.waitUntil(lambda: panel.table.rowCount() == 4)
+    monkeypatch.setattr(instances, "REBUILD_ROWS", 0)   # one new row is already "many"
+    ctl.set_selection([])
+    assert ctl.paint_stroke(np.ones((6, 6), bool), 100, 200)
+    panel.refresh()
+    assert rows_of(panel) == from_scratch(window) and panel.table.rowCount() == 5
+    other = next(it.id for it in ctl.project.items if it.id != ctl.item_id)
+    assert ctl.set_current_item(other)          # "other" has no annotation
+    panel.refresh()
+    assert panel.table.rowCount() == 0 and panel._ids == []
