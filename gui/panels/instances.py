@@ -94,10 +94,11 @@ class InstancesPanel(QtWidgets.QWidget):
         table = self.table
         table.blockSignals(True)
         table.setSortingEnabled(False)
-        if self.table.horizontalHeader().sortIndicatorSection() >= 0:
+        if table.horizontalHeader().sortIndicatorSection() >= 0:
             # sorted by the user: keep the rows where they are, new ones at the end (re-sorted below)
             kept = [i for i in self._ids if i in rows]
-            target = kept + [i for i in rows if i not in set(kept)]
+            old = set(kept)
+            target = kept + [i for i in rows if i not in old]
         else:
             target = [i.id for i in insts]
         self._apply(self._ids, target, rows)
