@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import hashlib
 import os
 import re
@@ -41,6 +42,7 @@ from .errors import ConflictError, ImageReadError, LabelError, MaskLoopError, Pr
 from .fsutil import atomic_write_json, file_lock, file_stamp
 from .limits import check_pixels
 from .manifest_merge import merge as merge_manifest
+from .manifest_ranges import RANGE_VERSION, iter_items, pack
 from .manifest_schema import FORMAT, FORMAT_VERSION, check_name, validate_annotation_top, validate_manifest
 from .project_runs import ModelRuns
 
@@ -90,8 +92,7 @@ def _build(data: dict, path: Path):
         sources = [imageio.Source.from_json(s) for s in data.get("sources", [])]
     except (KeyError, TypeError, ValueError) as e:
         raise ProjectError(f"malformed source entry ({e})", path, "sources") from None
-    items = [Item(d["id"], d["source"], d["slice"], d["name"], d["height"], d["width"])
-             for d in data.get("items", [])]
+    items = [Item(*t) for t in iter_items(data.get("items", []))]  # runs of slices expanded
     return labels, sources, items, data.get("active_model"), dict(data.get("settings") or {})
 
 
@@ -149,7 +150,8 @@ class Project(ModelRuns):
         path = root / MANIFEST
         if not path.exists():
             raise ProjectError("no MaskLoop project here (maskloop.json missing)", root)
-        return cls(root, *_build(cls._read_manifest(path), path))
+        with _gc_paused():  # 100,000 items are 100,000 objects: no collection passes meanwhile
+            return cls(root, *_build(cls._read_manifest(path), path))
 
     @staticmethod
     def _read_manifest(path: Path) -> dict:
@@ -225,7 +227,9 @@ class Project(ModelRuns):
 
     def _write_manifest(self) -> None:
         data = self.to_json()
-        atomic_write_json(self.manifest_path, data, inside=self.root)
+        items, packed = pack(data["items"])  # a stack's slices as one run (manifest_ranges)
+        on_disk = dict(data, version=RANGE_VERSION if packed else 1, items=items)
+        atomic_write_json(self.manifest_path, on_disk, inside=self.root)
         self._base = data
 
     def _normalised(self, data: dict) -> dict:
@@ -479,6 +483,18 @@ class Project(ModelRuns):
         raise, as load_annotation's would)."""
         return self._index.scan(self._by_id, decode=lambda i, data, path: [
             inst.label for inst in self._decode(i, data, path).instances])
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Hold off the cyclic garbage collector while many objects without cycles are made."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _replace_path(src, new_path: str):
