@@ -4,7 +4,7 @@ A stack's slices are items that differ only in their slice number, so the manife
 a run of them as one entry instead of one entry a slice:
 
     {"source": 3, "first": 0, "count": 2000, "id": "core_003_z{slice:04d}",
-     "name": "core_003.tif [{slice}]", "height": 512, "width": 512}
+     "name": "core_003 [{slice}]", "height": 512, "width": 512}
 
 stands for the items with slice = first .. first+count-1, id and name the templates with
 that slice number put in (each template holds its placeholder exactly once), in that
@@ -70,8 +70,9 @@ def pack(items: list[dict]) -> tuple[list, bool]:
 
 def _templates(it: dict):
     """The id and name templates that give back this item from its slice number, or None."""
-    z = it["slice"]
-    item_id, name = it["id"], it["name"]
+    z, item_id, name = it["slice"], it["id"], it["name"]
+    if type(z) is not int or z < 0 or not isinstance(item_id, str) or not isinstance(name, str):
+        return None
     k = item_id.rfind(f"{z:04d}")
     j = name.rfind(str(z))
     if k < 0 or j < 0 or "{" in item_id or "}" in item_id or "{" in name or "}" in name:
