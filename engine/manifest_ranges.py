@@ -35,13 +35,19 @@ def is_run(entry) -> bool:
     return isinstance(entry, dict) and "count" in entry
 
 
-def run_items(run: dict) -> Iterator[tuple]:
+def run_ids(run: dict) -> list[str]:
+    """The item ids of a checked run, in order."""
+    head, _, tail = run["id"].partition(ID_SLOT)
+    return [f"{head}{z:04d}{tail}" for z in range(run["first"], run["first"] + run["count"])]
+
+
+def run_items(run: dict) -> list[tuple]:
     """(id, source, slice, name, height, width) of each item of a checked run."""
     id_head, _, id_tail = run["id"].partition(ID_SLOT)
     name_head, _, name_tail = run["name"].partition(NAME_SLOT)
     s, h, w = run["source"], run["height"], run["width"]
-    for z in range(run["first"], run["first"] + run["count"]):
-        yield f"{id_head}{z:04d}{id_tail}", s, z, f"{name_head}{z}{name_tail}", h, w
+    return [(f"{id_head}{z:04d}{id_tail}", s, z, f"{name_head}{z}{name_tail}", h, w)
+            for z in range(run["first"], run["first"] + run["count"])]
 
 
 def iter_items(entries: list) -> Iterator[tuple]:

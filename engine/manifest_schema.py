@@ -17,7 +17,7 @@ import re
 from typing import Optional, Type
 
 from .errors import MaskLoopError, ProjectError
-from .manifest_ranges import ID_SLOT, NAME_SLOT, RANGE_VERSION, RUN_KEYS, is_run, run_items
+from .manifest_ranges import ID_SLOT, NAME_SLOT, RANGE_VERSION, RUN_KEYS, is_run, run_ids
 
 FORMAT = "maskloop-project"
 FORMAT_VERSION = RANGE_VERSION  # 2: items[] may hold runs of slices (manifest_ranges)
@@ -164,7 +164,7 @@ def _check_run(run: dict, path, f: str, n_slices: list, seen: set) -> None:
             _fail(path, f"{f}.{key}", f"must hold {slot} exactly once, got {run[key]!r}")
     _int(run, "height", path, f, lo=1)
     _int(run, "width", path, f, lo=1)
-    ids = [t[0] for t in run_items(run)]
+    ids = run_ids(run)
     for item_id in (ids[0], ids[-1]):  # they differ only in digits; the last is the longest
         check_name(item_id, path, f"{f}.id")
     dup = seen.intersection(ids)

@@ -96,6 +96,23 @@ def _build(data: dict, path: Path):
     return labels, sources, items, data.get("active_model"), dict(data.get("settings") or {})
 
 
+def _manifest_json(labels: LabelSet, sources: list, items: list, active_model, settings) -> dict:
+    """The manifest as a dict, one entry an item (written packed: _write_manifest)."""
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "labels": labels.to_json(),
+        "sources": [s.to_json() for s in sources],
+        # Item.to_json inlined: this runs a few times per manifest change, on every item
+        "items": [{"id": it.id, "source": it.source, "slice": it.slice, "name": it.name,
+                   "height": it.height, "width": it.width} for it in items],
+        "active_model": active_model,
+        # a copy: the last written state is kept to merge against, and callers change
+        # project.settings in place
+        "settings": copy.deepcopy(settings or {}),
+    }
+
+
 class Project(ModelRuns):
     def __init__(self, root: Path, labels: LabelSet, sources: list, items: list[Item],
                  active_model: Optional[str] = None, settings: Optional[dict] = None) -> None:
@@ -150,27 +167,18 @@ class Project(ModelRuns):
         path = root / MANIFEST
         if not path.exists():
             raise ProjectError("no MaskLoop project here (maskloop.json missing)", root)
-        with _gc_paused():  # 100,000 items are 100,000 objects: no collection passes meanwhile
+        with _gc_paused():
             return cls(root, *_build(cls._read_manifest(path), path))
 
     @staticmethod
     def _read_manifest(path: Path) -> dict:
-        data = read_json_file(path, "manifest")
-        validate_manifest(data, path)
+        with _gc_paused():
+            data = read_json_file(path, "manifest")
+            validate_manifest(data, path)
         return data
 
     def to_json(self) -> dict:
-        return {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "labels": self.labels.to_json(),
-            "sources": [s.to_json() for s in self.sources],
-            "items": [it.to_json() for it in self.items],
-            "active_model": self.active_model,
-            # a copy: the last written state is kept to merge against, and callers change
-            # project.settings in place
-            "settings": copy.deepcopy(self.settings),
-        }
+        return _manifest_json(self.labels, self.sources, self.items, self.active_model, self.settings)
 
     # --- one writer at a time ---------------------------------------------------------
     @contextlib.contextmanager
@@ -234,8 +242,8 @@ class Project(ModelRuns):
 
     def _normalised(self, data: dict) -> dict:
         """A manifest dict in this version's own form (so it compares with to_json())."""
-        labels, sources, items, active, settings = _build(data, self.manifest_path)
-        return Project(self.root, labels, sources, items, active, settings).to_json()
+        with _gc_paused():
+            return _manifest_json(*_build(data, self.manifest_path))
 
     def _adopt(self, data: dict) -> None:
         """Make this object hold `data` (a normalised manifest), swapping whole objects."""
@@ -487,7 +495,8 @@ class Project(ModelRuns):
 
 @contextlib.contextmanager
 def _gc_paused():
-    """Hold off the cyclic garbage collector while many objects without cycles are made."""
+    """Hold off the cyclic garbage collector while many objects without cycles are made
+    (100,000 items: otherwise collections pass over them again and again as they are built)."""
     was = gc.isenabled()
     gc.disable()
     try:
