@@ -220,3 +220,30 @@ def test_the_whole_command_line_is_still_there():
     with pytest.raises(SystemExit) as e:
         run(["bogus"])
     assert e.value.code == 2
+
+
+def test_open_leaves_the_garbage_collector_as_it_found_it(tmp_path):
+    import gc
+    proj = _project(tmp_path)
+    assert gc.isenabled()
+    Project.open(proj.root)
+    proj.settings["x"] = 1
+    proj.save()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        Project.open(proj.root)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_dropping_part_of_a_stack_keeps_the_rest_exact(tmp_path):
+    """An undo of an add (drop_items) leaves a stack with a gap: two runs around it."""
+    proj = _project(tmp_path)
+    gone = {"core_z0004", "core_z0005"}
+    proj.update(lambda p: p.drop_items(gone))
+    again = Project.open(proj.root)
+    assert _as_tuples(again.items) == _as_tuples(proj.items)
+    assert not gone & {it.id for it in again.items} and len(again.items) == 1 + 10 + 3
+    assert sorted(e["count"] for e in _manifest(again)["items"] if is_run(e)) == [3, 4, 6]
