@@ -96,13 +96,14 @@ def _build(data: dict, path: Path):
     return labels, sources, items, data.get("active_model"), dict(data.get("settings") or {})
 
 
-def _manifest_json(labels: LabelSet, sources: list, items: list, active_model, settings) -> dict:
-    """The manifest as a dict, one entry an item (written packed: _write_manifest)."""
+def _manifest_json(labels: list, sources: list, items: list, active_model, settings) -> dict:
+    """The manifest as a dict, one entry an item (written packed: _write_manifest), from
+    the labels' and sources' JSON and the Item objects."""
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        "labels": labels.to_json(),
-        "sources": [s.to_json() for s in sources],
+        "labels": labels,
+        "sources": sources,
         # Item.to_json inlined: this runs a few times per manifest change, on every item
         "items": [{"id": it.id, "source": it.source, "slice": it.slice, "name": it.name,
                    "height": it.height, "width": it.width} for it in items],
@@ -111,6 +112,10 @@ def _manifest_json(labels: LabelSet, sources: list, items: list, active_model, s
         # project.settings in place
         "settings": copy.deepcopy(settings or {}),
     }
+
+
+def _state_json(labels: LabelSet, sources: list, items, active_model, settings) -> dict:
+    return _manifest_json(labels.to_json(), [s.to_json() for s in sources], items, active_model, settings)
 
 
 class Project(ModelRuns):
@@ -125,7 +130,11 @@ class Project(ModelRuns):
         self._by_id = {it.id: it for it in items}
         self._lock = threading.RLock()                    # this object's in-memory state
         self._flock: Optional[filelock.FileLock] = None  # the project's OS lock (lazy)
-        self._base = self.to_json()   # the manifest as last read or written (for merging)
+        # the manifest as last read or written (for merging); made into a dict only when a
+        # merge needs it, so opening 100,000 items to read them does not pay for it
+        self._base_dict: Optional[dict] = None
+        self._base_state = (labels.to_json(), [s.to_json() for s in sources], tuple(items), active_model,
+                            copy.deepcopy(settings or {}))
         self._stamps: dict = {}       # item id -> annotation file stamp when read/written here
         self._index = AnnotationIndex(self.annotations_dir, self.root)  # statuses and counts
 
@@ -178,7 +187,17 @@ class Project(ModelRuns):
         return data
 
     def to_json(self) -> dict:
-        return _manifest_json(self.labels, self.sources, self.items, self.active_model, self.settings)
+        return _state_json(self.labels, self.sources, self.items, self.active_model, self.settings)
+
+    @property
+    def _base(self) -> dict:
+        if self._base_dict is None:
+            self._base_dict = _manifest_json(*self._base_state)
+        return self._base_dict
+
+    @_base.setter
+    def _base(self, data: dict) -> None:
+        self._base_dict = data
 
     # --- one writer at a time ---------------------------------------------------------
     @contextlib.contextmanager
@@ -243,7 +262,7 @@ class Project(ModelRuns):
     def _normalised(self, data: dict) -> dict:
         """A manifest dict in this version's own form (so it compares with to_json())."""
         with _gc_paused():
-            return _manifest_json(*_build(data, self.manifest_path))
+            return _state_json(*_build(data, self.manifest_path))
 
     def _adopt(self, data: dict) -> None:
         """Make this object hold `data` (a normalised manifest), swapping whole objects."""
