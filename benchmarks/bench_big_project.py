@@ -66,7 +66,7 @@ def build(root: Path, stacks: int, slices: int, annotated: int, seed: int = 0):
     data = json.loads((root / MANIFEST).read_text())
     src0, items0 = data["sources"][0], list(data["items"])
     for k in range(1, stacks):
-        src = dict(src0, path=f"images/core_{k:03d}.tif", name=f"core_{k:03d}.tif")
+        src = dict(src0, path=f"images/core_{k:03d}.tif", name=src0["name"].replace("core_000", f"core_{k:03d}"))
         data["sources"].append(src)
         data["items"] += [dict(it, id=it["id"].replace("core_000", f"core_{k:03d}"), source=k,
                                name=it["name"].replace("core_000", f"core_{k:03d}")) for it in items0]
