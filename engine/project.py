@@ -228,15 +228,17 @@ class Project(ModelRuns):
         state on disk (plus its earlier unsaved changes)."""
         with self.locked():
             disk = self._normalised(self._read_manifest(self.manifest_path))
-            merged = merge_manifest(self._base, self.to_json(), disk, self.manifest_path)
-            self._adopt(merged)
+            ours = self.to_json()  # each to_json is 100,000 dicts at 100,000 items: made once a step
+            merged = merge_manifest(self._base, ours, disk, self.manifest_path)
+            self._adopt(merged, current=ours)
             try:
                 result = fn(self) if fn is not None else None
             except BaseException:
                 self._adopt(merged)
                 raise
-            if self.to_json() != disk:
-                self._write_manifest()
+            now = self.to_json()
+            if now != disk:
+                self._write_manifest(now)
             else:
                 self._base = disk
             return result
@@ -252,8 +254,9 @@ class Project(ModelRuns):
             self._adopt(merge_manifest(self._base, self.to_json(), disk, self.manifest_path))
             self._base = disk
 
-    def _write_manifest(self) -> None:
-        data = self.to_json()
+    def _write_manifest(self, data: Optional[dict] = None) -> None:
+        """Write `data` (this object's to_json(), made by the caller or here)."""
+        data = self.to_json() if data is None else data
         items, packed = pack(data["items"])  # a stack's slices as one run (manifest_ranges)
         on_disk = dict(data, version=RANGE_VERSION if packed else 1, items=items)
         atomic_write_json(self.manifest_path, on_disk, inside=self.root)
@@ -264,10 +267,11 @@ class Project(ModelRuns):
         with _gc_paused():
             return _state_json(*_build(data, self.manifest_path))
 
-    def _adopt(self, data: dict) -> None:
-        """Make this object hold `data` (a normalised manifest), swapping whole objects."""
+    def _adopt(self, data: dict, current: Optional[dict] = None) -> None:
+        """Make this object hold `data` (a normalised manifest), swapping whole objects.
+        `current`: this object's to_json() when the caller has just made it."""
         with self._lock:
-            if data == self.to_json():
+            if data == (self.to_json() if current is None else current):
                 return
             labels, sources, items, active, settings = _build(data, self.manifest_path)
             old = self._by_id
