@@ -17,9 +17,10 @@ import re
 from typing import Optional, Type
 
 from .errors import MaskLoopError, ProjectError
+from .manifest_ranges import ID_SLOT, NAME_SLOT, RANGE_VERSION, RUN_KEYS, is_run, run_ids
 
 FORMAT = "maskloop-project"
-FORMAT_VERSION = 1
+FORMAT_VERSION = RANGE_VERSION  # 2: items[] may hold runs of slices (manifest_ranges)
 STATUSES = ("new", "predicted", "reviewed")
 
 # letters, digits, '.', '_', '-'; not starting with '.', so never '.', '..' or a hidden file
@@ -127,6 +128,9 @@ def validate_manifest(data, path) -> None:
     for k, it in enumerate(_list(d.get("items", []), path, "items")):
         f = f"items[{k}]"
         _dict(it, path, f)
+        if is_run(it):
+            _check_run(it, path, f, n_slices, seen)
+            continue
         if "id" not in it:
             _fail(path, f"{f}.id", "missing")
         item_id = check_name(it["id"], path, f"{f}.id")
@@ -144,6 +148,29 @@ def validate_manifest(data, path) -> None:
         check_component(active, path, "active_model", "run id")
     if d.get("settings") is not None:
         _dict(d["settings"], path, "settings")
+
+
+def _check_run(run: dict, path, f: str, n_slices: list, seen: set) -> None:
+    """A run of a stack's slices (engine/manifest_ranges.py)."""
+    extra = sorted(set(run) - RUN_KEYS)
+    if extra:
+        _fail(path, f"{f}.{extra[0]}", "not a field of a run of slices")
+    s = _int(run, "source", path, f, hi=len(n_slices) - 1) if n_slices else \
+        _fail(path, f"{f}.source", "refers to a source, but the manifest has none")
+    first = _int(run, "first", path, f, hi=n_slices[s] - 1)
+    _int(run, "count", path, f, lo=1, hi=n_slices[s] - first)
+    for key, slot in (("id", ID_SLOT), ("name", NAME_SLOT)):
+        if _str(run, key, path, f).count(slot) != 1:
+            _fail(path, f"{f}.{key}", f"must hold {slot} exactly once, got {run[key]!r}")
+    _int(run, "height", path, f, lo=1)
+    _int(run, "width", path, f, lo=1)
+    ids = run_ids(run)
+    for item_id in (ids[0], ids[-1]):  # they differ only in digits; the last is the longest
+        check_name(item_id, path, f"{f}.id")
+    dup = seen.intersection(ids)
+    if dup or len(set(ids)) != len(ids):
+        _fail(path, f"{f}.id", f"duplicate item id {min(dup) if dup else ids[0]!r}")
+    seen.update(ids)
 
 
 def validate_annotation_top(data, path, item_id: Optional[str] = None) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import hashlib
 import os
 import re
@@ -41,6 +42,7 @@ from .errors import ConflictError, ImageReadError, LabelError, MaskLoopError, Pr
 from .fsutil import atomic_write_json, file_lock, file_stamp
 from .limits import check_pixels
 from .manifest_merge import merge as merge_manifest
+from .manifest_ranges import RANGE_VERSION, iter_items, pack
 from .manifest_schema import FORMAT, FORMAT_VERSION, check_name, validate_annotation_top, validate_manifest
 from .project_runs import ModelRuns
 
@@ -90,9 +92,30 @@ def _build(data: dict, path: Path):
         sources = [imageio.Source.from_json(s) for s in data.get("sources", [])]
     except (KeyError, TypeError, ValueError) as e:
         raise ProjectError(f"malformed source entry ({e})", path, "sources") from None
-    items = [Item(d["id"], d["source"], d["slice"], d["name"], d["height"], d["width"])
-             for d in data.get("items", [])]
+    items = [Item(*t) for t in iter_items(data.get("items", []))]  # runs of slices expanded
     return labels, sources, items, data.get("active_model"), dict(data.get("settings") or {})
+
+
+def _manifest_json(labels: list, sources: list, items: list, active_model, settings) -> dict:
+    """The manifest as a dict, one entry an item (written packed: _write_manifest), from
+    the labels' and sources' JSON and the Item objects."""
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "labels": labels,
+        "sources": sources,
+        # Item.to_json inlined: this runs a few times per manifest change, on every item
+        "items": [{"id": it.id, "source": it.source, "slice": it.slice, "name": it.name,
+                   "height": it.height, "width": it.width} for it in items],
+        "active_model": active_model,
+        # a copy: the last written state is kept to merge against, and callers change
+        # project.settings in place
+        "settings": copy.deepcopy(settings or {}),
+    }
+
+
+def _state_json(labels: LabelSet, sources: list, items, active_model, settings) -> dict:
+    return _manifest_json(labels.to_json(), [s.to_json() for s in sources], items, active_model, settings)
 
 
 class Project(ModelRuns):
@@ -107,7 +130,11 @@ class Project(ModelRuns):
         self._by_id = {it.id: it for it in items}
         self._lock = threading.RLock()                    # this object's in-memory state
         self._flock: Optional[filelock.FileLock] = None  # the project's OS lock (lazy)
-        self._base = self.to_json()   # the manifest as last read or written (for merging)
+        # the manifest as last read or written (for merging); made into a dict only when a
+        # merge needs it, so opening 100,000 items to read them does not pay for it
+        self._base_dict: Optional[dict] = None
+        self._base_state = (labels.to_json(), [s.to_json() for s in sources], tuple(items), active_model,
+                            copy.deepcopy(settings or {}))
         self._stamps: dict = {}       # item id -> annotation file stamp when read/written here
         self._index = AnnotationIndex(self.annotations_dir, self.root)  # statuses and counts
 
@@ -149,26 +176,28 @@ class Project(ModelRuns):
         path = root / MANIFEST
         if not path.exists():
             raise ProjectError("no MaskLoop project here (maskloop.json missing)", root)
-        return cls(root, *_build(cls._read_manifest(path), path))
+        with _gc_paused():
+            return cls(root, *_build(cls._read_manifest(path), path))
 
     @staticmethod
     def _read_manifest(path: Path) -> dict:
-        data = read_json_file(path, "manifest")
-        validate_manifest(data, path)
+        with _gc_paused():
+            data = read_json_file(path, "manifest")
+            validate_manifest(data, path)
         return data
 
     def to_json(self) -> dict:
-        return {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "labels": self.labels.to_json(),
-            "sources": [s.to_json() for s in self.sources],
-            "items": [it.to_json() for it in self.items],
-            "active_model": self.active_model,
-            # a copy: the last written state is kept to merge against, and callers change
-            # project.settings in place
-            "settings": copy.deepcopy(self.settings),
-        }
+        return _state_json(self.labels, self.sources, self.items, self.active_model, self.settings)
+
+    @property
+    def _base(self) -> dict:
+        if self._base_dict is None:
+            self._base_dict = _manifest_json(*self._base_state)
+        return self._base_dict
+
+    @_base.setter
+    def _base(self, data: dict) -> None:
+        self._base_dict = data
 
     # --- one writer at a time ---------------------------------------------------------
     @contextlib.contextmanager
@@ -199,15 +228,17 @@ class Project(ModelRuns):
         state on disk (plus its earlier unsaved changes)."""
         with self.locked():
             disk = self._normalised(self._read_manifest(self.manifest_path))
-            merged = merge_manifest(self._base, self.to_json(), disk, self.manifest_path)
-            self._adopt(merged)
+            ours = self.to_json()  # each to_json is 100,000 dicts at 100,000 items: made once a step
+            merged = merge_manifest(self._base, ours, disk, self.manifest_path)
+            self._adopt(merged, current=ours)
             try:
                 result = fn(self) if fn is not None else None
             except BaseException:
                 self._adopt(merged)
                 raise
-            if self.to_json() != disk:
-                self._write_manifest()
+            now = self.to_json()
+            if now != disk:
+                self._write_manifest(now)
             else:
                 self._base = disk
             return result
@@ -223,20 +254,24 @@ class Project(ModelRuns):
             self._adopt(merge_manifest(self._base, self.to_json(), disk, self.manifest_path))
             self._base = disk
 
-    def _write_manifest(self) -> None:
-        data = self.to_json()
-        atomic_write_json(self.manifest_path, data, inside=self.root)
+    def _write_manifest(self, data: Optional[dict] = None) -> None:
+        """Write `data` (this object's to_json(), made by the caller or here)."""
+        data = self.to_json() if data is None else data
+        items, packed = pack(data["items"])  # a stack's slices as one run (manifest_ranges)
+        on_disk = dict(data, version=RANGE_VERSION if packed else 1, items=items)
+        atomic_write_json(self.manifest_path, on_disk, inside=self.root)
         self._base = data
 
     def _normalised(self, data: dict) -> dict:
         """A manifest dict in this version's own form (so it compares with to_json())."""
-        labels, sources, items, active, settings = _build(data, self.manifest_path)
-        return Project(self.root, labels, sources, items, active, settings).to_json()
+        with _gc_paused():
+            return _state_json(*_build(data, self.manifest_path))
 
-    def _adopt(self, data: dict) -> None:
-        """Make this object hold `data` (a normalised manifest), swapping whole objects."""
+    def _adopt(self, data: dict, current: Optional[dict] = None) -> None:
+        """Make this object hold `data` (a normalised manifest), swapping whole objects.
+        `current`: this object's to_json() when the caller has just made it."""
         with self._lock:
-            if data == self.to_json():
+            if data == (self.to_json() if current is None else current):
                 return
             labels, sources, items, active, settings = _build(data, self.manifest_path)
             old = self._by_id
@@ -480,6 +515,19 @@ class Project(ModelRuns):
         raise, as load_annotation's would)."""
         return self._index.scan(self._by_id, decode=lambda i, data, path: [
             inst.label for inst in self._decode(i, data, path).instances])
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Hold off the cyclic garbage collector while many objects without cycles are made
+    (100,000 items: otherwise collections pass over them again and again as they are built)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _replace_path(src, new_path: str):

@@ -11,35 +11,42 @@ import sys
 
 from ..errors import MaskLoopError
 
-SUBCOMMANDS = ("new", "add", "import", "export", "info", "link", "segment", "train", "evaluate",
-               "rank", "measure", "scale", "demo")
+# The module that registers each subcommand. `run` imports only the one the command line
+# names, so a quick command pays for its own imports only (`info` on 100,000 items: no
+# scipy/skimage from the measure commands, no format registry; issue 15).
+GROUPS = {
+    "data_cmds": ("new", "add", "import", "export", "info"),
+    "volume_cmds": ("link",),
+    "model_cmds": ("segment", "train", "evaluate", "demo"),
+    "measure_cmds": ("measure", "scale"),
+    "rank_cmds": ("rank",),
+}
+SUBCOMMANDS = tuple(name for names in GROUPS.values() for name in names)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `command` (one of SUBCOMMANDS) only what parsing
+    that subcommand needs (the same parser for it; `maskloop -h` lists all)."""
+    import importlib
     parser = argparse.ArgumentParser(
         prog="maskloop",
         description="MaskLoop: segment CT and microscopy images, correct by hand, retrain. "
                     "Without a subcommand the GUI starts (optionally on PROJECT).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import data_cmds
-    data_cmds.register(sub)
-    from . import volume_cmds
-    volume_cmds.register(sub)
-    try:
-        from . import model_cmds
-    except ImportError:  # the model commands are added by the engine work
-        model_cmds = None
-    if model_cmds is not None:
-        model_cmds.register(sub)
-    from . import measure_cmds
-    measure_cmds.register(sub)
-    from . import rank_cmds
-    rank_cmds.register(sub)
+    only = command if command in SUBCOMMANDS else None
+    for module, names in GROUPS.items():
+        if only is not None and only not in names:
+            continue
+        mod = importlib.import_module(f".{module}", __name__)
+        if module == "data_cmds":
+            mod.register(sub, only=only)  # import/export's choices need the format registry
+        else:
+            mod.register(sub)
     return parser
 
 
 def run(argv: list[str]) -> int:
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)  # exits 2 on a usage error
     if not getattr(args, "func", None):
         parser.print_usage(sys.stderr)

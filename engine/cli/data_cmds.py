@@ -39,7 +39,20 @@ def _labels(text: str) -> list[str]:
     return names
 
 
-def register(subparsers) -> None:
+def register(subparsers, only: str | None = None) -> None:
+    """Add new, add, import, export and info; with `only`, just that one (import and export
+    build their --format choices from the format registry, which info need not load)."""
+    if only in (None, "new", "add"):
+        _register_new_add(subparsers)
+    if only in (None, "import", "export"):
+        _register_import_export(subparsers)
+    if only in (None, "info"):
+        _register_info(subparsers)
+    if only not in (None, "new", "add", "import", "export", "info"):
+        raise ValueError(f"not a data command: {only!r}")
+
+
+def _register_new_add(subparsers) -> None:
     p = subparsers.add_parser("new", help="create a project",
                               description="Create a MaskLoop project folder, optionally with labels and images.")
     p.add_argument("project", metavar="PROJECT", help="project folder to create")
@@ -55,6 +68,8 @@ def register(subparsers) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.set_defaults(func=cmd_add)
 
+
+def _register_import_export(subparsers) -> None:
     from ..formats import registry
     p = subparsers.add_parser("import", help="import annotations (COCO, labelme, label maps, label volumes)",
                               description="Import annotations. Imported annotations count as reviewed "
@@ -98,6 +113,8 @@ def register(subparsers) -> None:
     _volume_options(p)
     p.set_defaults(func=cmd_export)
 
+
+def _register_info(subparsers) -> None:
     p = subparsers.add_parser("info", help="summary of a project",
                               description="Counts per status and label, models, active model.")
     p.add_argument("project", metavar="PROJECT")
