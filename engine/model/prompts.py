@@ -15,8 +15,8 @@ The item's backbone/FPN features and RPN proposals are computed once per item pe
   (refined boxes, else their proposals) that contain the click are ranked by class score
   (any score), and the best one whose mask covers the clicked pixel is the answer (the
   mask head runs on the best one first, then on the next few only if needed).
-- The mask head runs from a bf16 copy where the CPU computes bf16 natively
-  (engine.model.prompt_heads.MaskHead).
+- The box and mask heads run from a bf16 copy where the CPU computes bf16 natively
+  (engine.model.prompt_heads.PromptHeads).
 
 Tiled items (larger than the predictor's tile): a prompt uses one tile-sized window that
 contains the box (the tile of the predictor's grid nearest the box's centre, else a
@@ -41,7 +41,7 @@ from ..prompt_classic import PromptAnswer, clip_box
 from .feature_cache import Detections, FeatureCache, Window, WindowFeatures
 from .normalize import normalize_compact
 from .predictor import paste_in_box
-from .prompt_heads import MASK_CHUNK, MaskHead, top_detections
+from .prompt_heads import MASK_CHUNK, PromptHeads, top_detections
 from .tiling import tile_grid
 
 MASK_THRESHOLD = 0.5
@@ -51,7 +51,7 @@ CLICK_MASKS = 5          # at most this many of the click's best detections get 
 class PromptEngine:
     """Answers prompts with one Predictor (its warm model) and one FeatureCache.
 
-    bf16: run the mask head from a bf16 copy (None: where it pays, prompt_heads.bf16_heads_pay).
+    bf16: run the box and mask heads from a bf16 copy (None: where it pays, prompt_heads.bf16_heads_pay).
     cache_masks: compute the detections' masks with the features (clicks become lookups);
     False is the older path, kept for benchmarks/bench_prompts.py --baseline.
     """
@@ -61,7 +61,7 @@ class PromptEngine:
         self.cache = cache if cache is not None else FeatureCache()
         self._predictor = predictor
         self._bf16, self.cache_masks = bf16, bool(cache_masks)
-        self._heads: Optional[MaskHead] = None     # built on first use, in the caller's (worker) thread
+        self._heads: Optional[PromptHeads] = None     # built on first use, in the caller's (worker) thread
 
     @property
     def predictor(self):
@@ -74,9 +74,9 @@ class PromptEngine:
         self.cache.clear()
 
     @property
-    def mask_head(self) -> MaskHead:
+    def heads(self) -> PromptHeads:
         if self._heads is None:
-            self._heads = MaskHead(self._predictor, self._bf16)
+            self._heads = PromptHeads(self._predictor, self._bf16)
         return self._heads
 
     # -- windows ------------------------------------------------------------------------
@@ -159,15 +159,13 @@ class PromptEngine:
     # -- heads on a few boxes -------------------------------------------------------------
     def _box_head(self, wf: WindowFeatures, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(class probabilities (K, C), class-specific refined boxes (K, C, 4))."""
-        rh = self._predictor.model.roi_heads
-        x = rh.box_roi_pool(wf.features, [boxes], [wf.image_size])
-        logits, reg = rh.box_predictor(rh.box_head(x))
-        probs = torch.softmax(logits.float(), -1)
-        refined = rh.box_coder.decode(reg.float(), [boxes]).reshape(len(boxes), -1, 4)
+        logits, reg = self.heads.box(wf.features, boxes, wf.image_size)
+        probs = torch.softmax(logits, -1)
+        refined = self._predictor.model.roi_heads.box_coder.decode(reg, [boxes]).reshape(len(boxes), -1, 4)
         return probs, box_ops.clip_boxes_to_image(refined, wf.image_size)
 
     def _mask_probs(self, wf: WindowFeatures, boxes: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
-        return self.mask_head(wf.features, boxes, classes, wf.image_size)
+        return self.heads.mask(wf.features, boxes, classes, wf.image_size)
 
     def _to_window_px(self, wf: WindowFeatures, boxes: torch.Tensor) -> np.ndarray:
         sy, sx = wf.scale
