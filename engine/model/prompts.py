@@ -62,6 +62,7 @@ class PromptEngine:
         self._predictor = predictor
         self._bf16, self.cache_masks = bf16, bool(cache_masks)
         self._heads: Optional[PromptHeads] = None     # built on first use, in the caller's (worker) thread
+        self.click_counts = {"lookup": 0, "head": 0}   # how clicks were answered (benchmarks, tests)
 
     @property
     def predictor(self):
@@ -265,8 +266,10 @@ class PromptEngine:
         cls = self._class_for(label)
         hit, seen = self._click_cached(wf, x, y, px, py, cls)
         if hit is not None:
+            self.click_counts["lookup"] += 1
             hit.instance.label = label or hit.label
             return hit
+        self.click_counts["head"] += 1
         if cls is None:
             score, c = wf.class_probs[:, 1:].max(1)
             c = c + 1
