@@ -172,6 +172,7 @@ def test_click_inside_an_object_returns_that_object(trained):
         assert ans is not None and ans.method == "model-click"
         truths = [iou(ans.instance, Instance.from_full_mask(m, "")) for m in masks]
         assert int(np.argmax(truths)) == k and truths[k] >= 0.5
+    assert eng.click_counts == {"lookup": len(masks), "head": 0}   # each a cached detection's mask
     assert eng.click("item0", img, (500, 3)) is None      # outside the image
 
 
