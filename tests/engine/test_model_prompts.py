@@ -308,3 +308,21 @@ def test_bf16_heads_answer_as_fp32_does(trained):
             pt = (int(np.median(xs)), int(np.median(ys)))
             a, b = (e.click(seed, img, pt) for e in (e16, e32))
             assert a.label == b.label and iou(a.instance, b.instance) >= 0.95
+
+
+def test_a_click_on_a_tiled_item_looks_up_its_tiles_detections_in_item_pixels():
+    p = random_predictor(0, tile=64, overlap=16)
+    eng = PromptEngine(p, FeatureCache(max_windows=2))
+    img, _ = blobs(3, size=150, n=2)
+    win = eng.window_for_point(120, 100, 150, 150)
+    assert win[0] > 0 and win[1] > 0                    # not the first tile: offsets matter
+    wf = eng.prepare("big", img, win)
+    k = next(k for k in range(len(wf.detections.scores)) if pasted(eng, wf, k) is not None)
+    inst = pasted(eng, wf, k)                            # in item pixels
+    ys, xs = np.nonzero(inst.mask)
+    pt = (int(xs[len(xs) // 2]) + inst.x0, int(ys[len(ys) // 2]) + inst.y0)
+    assert eng.window_for_point(*pt, 150, 150) == win
+    ans = eng.click("big", img, pt)
+    assert eng.click_counts["lookup"] == 1 and eng.cache.computed == 1
+    m = ans.instance
+    assert m.mask[pt[1] - m.y0, pt[0] - m.x0] and win[0] <= m.x0 and win[1] <= m.y0
