@@ -9,7 +9,8 @@ image; its active model is a randomly initialised Mask R-CNN saved as a real che
 (no downloads). Measured, per prompt, one at a time:
 
 - engine: `PromptEngine.box` / `.click` of the same boxes and points in this thread, with
-  one torch thread (as the worker runs them), from cached features;
+  one torch thread (as the worker runs them), from cached features; with --baseline also
+  the older path (fp32 heads, clicks run the mask head), interleaved call by call;
 - GUI: from `BoxPromptTool.prompt` / `.click` (what a mouse release calls) until the
   answer is an undo step on screen (`PromptService.answered` delivered and applied),
   including the queue to the worker thread and back;
@@ -70,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default="r18fpn")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--prompts", type=int, default=10)
+    ap.add_argument("--baseline", action="store_true",
+                    help="also time the older engine path (fp32 heads, no cached click masks)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -126,31 +129,39 @@ def main(argv=None) -> int:
     n_undo = ctl.undo_stack.count()
 
     # the engine alone, same model file, same boxes and points, one torch thread
-    eng = PromptEngine(Predictor(str(run / "model.pt"), device="cpu"))
+    pred = Predictor(str(run / "model.pt"), device="cpu")
+    engines = {"engine alone": PromptEngine(pred)}
+    if args.baseline:
+        engines["older path"] = PromptEngine(pred, bf16=False, cache_masks=False)
     image = ctl.image
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    timed = {name: {"box": [], "click": []} for name in engines}
     try:
-        eng.prepare("bench", image)
-        eng.box("bench", image, boxes[0])
-        engine = {"box": [], "click": []}
+        for eng in engines.values():
+            eng.prepare("bench", image)
+            eng.box("bench", image, boxes[0])
         for b, p in zip(boxes, points):
-            t = time.perf_counter()
-            eng.box("bench", image, b)
-            engine["box"].append(time.perf_counter() - t)
-            t = time.perf_counter()
-            eng.click("bench", image, p)
-            engine["click"].append(time.perf_counter() - t)
+            for kind in ("box", "click"):
+                for name, eng in engines.items():
+                    t = time.perf_counter()
+                    eng.box("bench", image, b) if kind == "box" else eng.click("bench", image, p)
+                    timed[name][kind].append(time.perf_counter() - t)
     finally:
         torch.set_num_threads(threads)
+    engine = timed["engine alone"]
 
     ms = lambda v: f"{1000 * pct(v, 50):.1f} / {1000 * pct(v, 95):.1f} ms"
+    old = timed.get("older path")
     print("| prompt | engine alone p50 / p95 | worker's engine call p50 / p95 | GUI: ask → on screen p50 / p95 "
-          "| GUI overhead (median of GUI − worker) |")
-    print("|---|---|---|---|---|")
+          "| GUI overhead (median of GUI − worker) |" + (" older engine path p50 / p95 |" if old else ""))
+    print("|---|---|---|---|---|" + ("---|" if old else ""))
     for kind in ("box", "click"):
         over = statistics.median(g - w for g, w in zip(gui[kind], worker[kind]))
-        print(f"| {kind} | {ms(engine[kind])} | {ms(worker[kind])} | {ms(gui[kind])} | {1000 * over:.1f} ms |")
+        print(f"| {kind} | {ms(engine[kind])} | {ms(worker[kind])} | {ms(gui[kind])} | {1000 * over:.1f} ms |"
+              + (f" {ms(old[kind])} |" if old else ""))
+    print(f"# clicks answered by a cached detection's mask: {engines['engine alone'].click_counts['lookup']} "
+          f"of {len(points)} (engine alone)")
     print(f"# item shown → features cached: {t_show:.2f} s (caching itself {cache_s:.2f} s); "
           f"{n_undo} undo steps; load average after: {os.getloadavg()[0]:.1f}")
     win.controller.close_project(force=True)

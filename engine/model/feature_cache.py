@@ -1,5 +1,6 @@
 """The feature cache behind prompts: an item's backbone/FPN features and RPN proposals,
-computed once per item per model, so that a prompt costs only RoIAlign and the heads.
+computed once per item per model, so that a prompt costs only RoIAlign and the heads,
+and the masks of the window's detections, so that a click inside one costs a lookup.
 
 One cache holds one item of one model. Asking for another item or another model drops
 everything first (no stale answers), as does an item key whose image changed (a cheap
@@ -15,7 +16,7 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Hashable, Optional
 
 import numpy as np
@@ -36,6 +37,20 @@ class WindowFeatures:
     objectness: torch.Tensor                     # (N,) RPN scores (probabilities)
     class_probs: torch.Tensor                    # (N, C) the box head's class probabilities per proposal
     refined: torch.Tensor                        # (N, C, 4) the box head's class-specific boxes
+    detections: Optional["Detections"] = None    # predict's detections with their masks (clicks)
+
+
+@dataclass
+class Detections:
+    """The window's best detections and their mask probabilities, computed with the
+    features so that a click inside one is a lookup (dropped with the features)."""
+
+    boxes: torch.Tensor          # (K, 4) transformed coordinates, best score first
+    classes: torch.Tensor        # (K,) class index (1..)
+    scores: torch.Tensor         # (K,)
+    proposal: torch.Tensor       # (K,) the RPN proposal each came from
+    probs: np.ndarray            # (K, M, M) mask probabilities
+    crops: dict = field(default_factory=dict)   # k -> (bool crop, x0, y0) in item px, pasted on demand
 
 
 def fingerprint(image: np.ndarray) -> str:

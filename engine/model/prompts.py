@@ -8,10 +8,15 @@ The item's backbone/FPN features and RPN proposals are computed once per item pe
   the box; the refined box is used when the box head scores it higher for that class.
   The mask head then predicts the mask in the chosen box.
 - Click prompt: the box head has already scored every RPN proposal when the item was
-  cached (as `predict` does); the detections (refined boxes, else their proposals) that
-  contain the click are ranked by class score (any score), and the best one whose mask
-  covers the clicked pixel is the answer (the mask head runs on the best one first, then
-  on the next few only if needed).
+  cached, and the mask head has run on the window's detections (what `predict` finds,
+  scores down to 0.05, at most 100: engine.model.prompt_heads), so caching costs about one
+  `predict`. The best-scoring cached detection whose mask covers the clicked pixel is the
+  answer, a lookup. Only a click outside all of them runs the head: the detections
+  (refined boxes, else their proposals) that contain the click are ranked by class score
+  (any score), and the best one whose mask covers the clicked pixel is the answer (the
+  mask head runs on the best one first, then on the next few only if needed).
+- The box and mask heads run from a bf16 copy where the CPU computes bf16 natively
+  (engine.model.prompt_heads.PromptHeads).
 
 Tiled items (larger than the predictor's tile): a prompt uses one tile-sized window that
 contains the box (the tile of the predictor's grid nearest the box's centre, else a
@@ -33,9 +38,10 @@ from ..annotations import Instance
 from ..errors import MaskLoopError
 from ..jobs import CancelToken, check
 from ..prompt_classic import PromptAnswer, clip_box
-from .feature_cache import FeatureCache, Window, WindowFeatures
+from .feature_cache import Detections, FeatureCache, Window, WindowFeatures
 from .normalize import normalize_compact
 from .predictor import paste_in_box
+from .prompt_heads import MASK_CHUNK, PromptHeads, top_detections
 from .tiling import tile_grid
 
 MASK_THRESHOLD = 0.5
@@ -43,11 +49,20 @@ CLICK_MASKS = 5          # at most this many of the click's best detections get 
 
 
 class PromptEngine:
-    """Answers prompts with one Predictor (its warm model) and one FeatureCache."""
+    """Answers prompts with one Predictor (its warm model) and one FeatureCache.
 
-    def __init__(self, predictor, cache: Optional[FeatureCache] = None):
+    bf16: run the box and mask heads from a bf16 copy (None: where it pays, prompt_heads.bf16_heads_pay).
+    cache_masks: compute the detections' masks with the features (clicks become lookups);
+    False is the older path, kept for benchmarks/bench_prompts.py --baseline.
+    """
+
+    def __init__(self, predictor, cache: Optional[FeatureCache] = None, *, bf16: Optional[bool] = None,
+                 cache_masks: bool = True):
         self.cache = cache if cache is not None else FeatureCache()
         self._predictor = predictor
+        self._bf16, self.cache_masks = bf16, bool(cache_masks)
+        self._heads: Optional[PromptHeads] = None     # built on first use, in the caller's (worker) thread
+        self.click_counts = {"lookup": 0, "head": 0}   # how clicks were answered (benchmarks, tests)
 
     @property
     def predictor(self):
@@ -56,7 +71,14 @@ class PromptEngine:
     def set_predictor(self, predictor) -> None:
         """Another active model: every cached feature belongs to the old one."""
         self._predictor = predictor
+        self._heads = None
         self.cache.clear()
+
+    @property
+    def heads(self) -> PromptHeads:
+        if self._heads is None:
+            self._heads = PromptHeads(self._predictor, self._bf16)
+        return self._heads
 
     # -- windows ------------------------------------------------------------------------
     def _tiled(self, H: int, W: int) -> int:
@@ -98,9 +120,10 @@ class PromptEngine:
             window = self.window_for_point(0, 0, H, W)
         check(cancel)
         return self.cache.get(self._predictor, item_key, image, window,
-                              lambda w: self._compute(image, w))
+                              lambda w: self._compute(image, w, cancel))
 
-    def _compute(self, image: np.ndarray, window: Window) -> WindowFeatures:
+    def _compute(self, image: np.ndarray, window: Window, cancel: Optional[CancelToken] = None
+                 ) -> WindowFeatures:
         p = self._predictor
         net = p.model
         x0, y0, x1, y1 = window
@@ -119,23 +142,31 @@ class PromptEngine:
                                 scale=(h / (y1 - y0), w / (x1 - x0)), proposals=proposals,
                                 objectness=objectness, class_probs=None, refined=None)
             wf.class_probs, wf.refined = self._box_head(wf, proposals)
+        if self.cache_masks:
+            wf.detections = self._detections(wf, cancel)
         return wf
+
+    def _detections(self, wf: WindowFeatures, cancel: Optional[CancelToken]) -> Detections:
+        """predict's detections of the window and their mask probabilities."""
+        nms = float(getattr(self._predictor.model.roi_heads, "nms_thresh", 0.5))
+        boxes, classes, scores, proposal = top_detections(wf.class_probs, wf.refined, nms)
+        probs = []
+        for i in range(0, len(boxes), MASK_CHUNK):
+            check(cancel)
+            probs.append(self._mask_probs(wf, boxes[i:i + MASK_CHUNK], classes[i:i + MASK_CHUNK]))
+        probs = np.concatenate(probs) if probs else np.zeros((0, 1, 1), np.float32)
+        return Detections(boxes=boxes, classes=classes, scores=scores, proposal=proposal, probs=probs)
 
     # -- heads on a few boxes -------------------------------------------------------------
     def _box_head(self, wf: WindowFeatures, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(class probabilities (K, C), class-specific refined boxes (K, C, 4))."""
-        rh = self._predictor.model.roi_heads
-        x = rh.box_roi_pool(wf.features, [boxes], [wf.image_size])
-        logits, reg = rh.box_predictor(rh.box_head(x))
-        probs = torch.softmax(logits.float(), -1)
-        refined = rh.box_coder.decode(reg.float(), [boxes]).reshape(len(boxes), -1, 4)
+        logits, reg = self.heads.box(wf.features, boxes, wf.image_size)
+        probs = torch.softmax(logits, -1)
+        refined = self._predictor.model.roi_heads.box_coder.decode(reg, [boxes]).reshape(len(boxes), -1, 4)
         return probs, box_ops.clip_boxes_to_image(refined, wf.image_size)
 
     def _mask_probs(self, wf: WindowFeatures, boxes: torch.Tensor, classes: torch.Tensor) -> np.ndarray:
-        rh = self._predictor.model.roi_heads
-        x = rh.mask_roi_pool(wf.features, [boxes], [wf.image_size])
-        logits = rh.mask_predictor(rh.mask_head(x)).float()
-        return logits[torch.arange(len(boxes)), classes].sigmoid().cpu().numpy()
+        return self.heads.mask(wf.features, boxes, classes, wf.image_size)
 
     def _to_window_px(self, wf: WindowFeatures, boxes: torch.Tensor) -> np.ndarray:
         sy, sx = wf.scale
@@ -154,6 +185,36 @@ class PromptEngine:
                 continue
             out.append(Instance(mask=crop, x0=cx + x0, y0=cy + y0, label=label, source="prompt").tight())
         return out
+
+    def _cached_crop(self, wf: WindowFeatures, k: int) -> Optional[tuple[np.ndarray, int, int]]:
+        """Detection k's pasted mask (bool crop, x0, y0 in item px), pasted once."""
+        d = wf.detections
+        if k not in d.crops:
+            inst = self._paste(wf, d.probs[k:k + 1], d.boxes[k:k + 1], "")[0]
+            d.crops[k] = None if inst is None else (inst.mask, inst.x0, inst.y0)
+        return d.crops[k]
+
+    def _click_cached(self, wf: WindowFeatures, x: int, y: int, px: float, py: float,
+                      cls: Optional[int]) -> tuple[Optional[PromptAnswer], set]:
+        """The best cached detection whose mask covers (x, y), and the (proposal, class)
+        pairs looked at (the head would give them the same masks)."""
+        d = wf.detections
+        if d is None or len(d.scores) == 0:
+            return None, set()
+        inside = _contains(d.boxes, px, py)
+        if cls is not None:
+            inside &= d.classes == cls
+        seen = set()
+        for k in torch.nonzero(inside)[:, 0].tolist():     # best score first
+            seen.add((int(d.proposal[k]), int(d.classes[k])))
+            got = self._cached_crop(wf, k)
+            if got is None or not _crop_covers(got, x, y):
+                continue
+            mask, cx, cy = got
+            name = self._predictor.label_names[int(d.classes[k]) - 1]
+            inst = Instance(mask=mask.copy(), x0=cx, y0=cy, label=name, source="prompt")
+            return PromptAnswer(inst, "model-click", label=name, score=float(d.scores[k])), seen
+        return None, seen
 
     def _class_for(self, label: Optional[str]) -> Optional[int]:
         names = self._predictor.label_names
@@ -203,6 +264,12 @@ class PromptEngine:
         px, py = (x + 0.5 - win[0]) * sx, (y + 0.5 - win[1]) * sy
         P, n = wf.proposals, len(wf.proposals)
         cls = self._class_for(label)
+        hit, seen = self._click_cached(wf, x, y, px, py, cls)
+        if hit is not None:
+            self.click_counts["lookup"] += 1
+            hit.instance.label = label or hit.label
+            return hit
+        self.click_counts["head"] += 1
         if cls is None:
             score, c = wf.class_probs[:, 1:].max(1)
             c = c + 1
@@ -213,6 +280,9 @@ class PromptEngine:
         in_det = _contains(det, px, py)
         box = torch.where(in_det[:, None], det, P)       # a refined box that left the click: the proposal
         cand = torch.nonzero(in_det | _contains(P, px, py))[:, 0]
+        if seen:                                         # cached detections already looked at
+            cand = torch.tensor([k for k in cand.tolist() if not (in_det[k] and (k, int(c[k])) in seen)],
+                                dtype=torch.long, device=P.device)
         if cand.numel() == 0:
             return None
         cand = cand[torch.argsort(score[cand], descending=True)][:CLICK_MASKS]
@@ -235,8 +305,13 @@ def _contains(boxes: torch.Tensor, px: float, py: float) -> torch.Tensor:
 
 
 def _covers(inst: Instance, x: int, y: int) -> bool:
-    cx, cy = x - inst.x0, y - inst.y0
-    return 0 <= cx < inst.width and 0 <= cy < inst.height and bool(inst.mask[cy, cx])
+    return _crop_covers((inst.mask, inst.x0, inst.y0), x, y)
+
+
+def _crop_covers(crop: tuple[np.ndarray, int, int], x: int, y: int) -> bool:
+    mask, x0, y0 = crop
+    cx, cy = x - x0, y - y0
+    return 0 <= cy < mask.shape[0] and 0 <= cx < mask.shape[1] and bool(mask[cy, cx])
 
 
 def _rpn_with_scores(rpn, images, features) -> tuple[torch.Tensor, torch.Tensor]:

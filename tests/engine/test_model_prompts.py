@@ -172,6 +172,7 @@ def test_click_inside_an_object_returns_that_object(trained):
         assert ans is not None and ans.method == "model-click"
         truths = [iou(ans.instance, Instance.from_full_mask(m, "")) for m in masks]
         assert int(np.argmax(truths)) == k and truths[k] >= 0.5
+    assert eng.click_counts == {"lookup": len(masks), "head": 0}   # each a cached detection's mask
     assert eng.click("item0", img, (500, 3)) is None      # outside the image
 
 
@@ -206,3 +207,122 @@ def test_propagation_with_model_answers(trained):
     for k, inst in res:
         truth = Instance.from_full_mask(np.roll(masks[1], 2 * k, axis=1), "")
         assert iou(inst, truth) >= 0.6 and inst.object_id == start.object_id and inst.source == "prompt"
+
+
+# --- the cached detection masks (clicks) and the bf16 heads ----------------------------------
+
+def pasted(eng, wf, k):
+    """Detection k of the window, its mask run through the head now and pasted."""
+    d = wf.detections
+    probs = eng.heads.mask(wf.features, d.boxes[k:k + 1], d.classes[k:k + 1], wf.image_size)
+    return eng._paste(wf, probs, d.boxes[k:k + 1], "")[0]
+
+
+def test_a_click_inside_a_cached_detection_is_the_heads_answer_and_the_cache_follows_the_item():
+    p = random_predictor(0)
+    x, _ = blobs(0, size=96, n=2)
+    y, _ = blobs(1, size=96, n=2)
+    eng = PromptEngine(p)
+    wf = eng.prepare("x", x)
+    d = wf.detections
+    assert d is not None and 0 < len(d.scores) <= 100 and len(d.probs) == len(d.scores)
+    assert torch.all(d.scores[:-1] >= d.scores[1:])            # best first
+    k = next(k for k in range(len(d.scores)) if pasted(eng, wf, k) is not None)
+    inst = pasted(eng, wf, k)
+    ys, xs = np.nonzero(inst.mask)
+    pt = (int(xs[0]) + inst.x0, int(ys[0]) + inst.y0)
+    heads_before = eng.heads
+    ans = eng.click("x", x, pt)
+    # the answer is a cached detection's mask (best score covering the click), the head's own
+    sy, sx = wf.scale
+    px, py = (pt[0] + 0.5) * sx, (pt[1] + 0.5) * sy
+    best = next(j for j in range(len(d.scores))
+                if d.boxes[j, 0] <= px <= d.boxes[j, 2] and d.boxes[j, 1] <= py <= d.boxes[j, 3]
+                and (got := pasted(eng, wf, j)) is not None and got.mask[pt[1] - got.y0, pt[0] - got.x0])
+    assert ans.instance.same_pixels(pasted(eng, wf, best)) and ans.score == pytest.approx(float(d.scores[best]))
+    assert ans.method == "model-click" and ans.instance.source == "prompt" and eng.cache.computed == 1
+    # another item with the same click: its own detections, as a fresh engine answers
+    other, fresh = eng.click("y", y, pt), PromptEngine(p).click("y", y, pt)
+    assert (other is None) == (fresh is None)
+    if other is not None:
+        assert other.instance.same_pixels(fresh.instance)
+    assert eng.prepare("y", y).detections is not d
+    # another model: the masks go with the features, and the heads are the new model's
+    pb = random_predictor(1)
+    eng.set_predictor(pb)
+    assert eng.heads is not heads_before
+    again, fresh = eng.click("x", x, pt), PromptEngine(pb).click("x", x, pt)
+    assert (again is None) == (fresh is None)
+    if again is not None:
+        assert again.instance.same_pixels(fresh.instance)
+
+
+def test_a_click_outside_the_cached_detections_runs_the_head_as_before():
+    from engine.model.feature_cache import Detections
+    p = random_predictor(0)
+    x, _ = blobs(0, size=96, n=2)
+    old = PromptEngine(p, cache_masks=False)
+    eng = PromptEngine(p)
+    wf = eng.prepare("x", x)
+    assert old.prepare("x", x).detections is None
+    wf.detections = Detections(boxes=wf.detections.boxes[:0], classes=wf.detections.classes[:0],
+                               scores=wf.detections.scores[:0], proposal=wf.detections.proposal[:0],
+                               probs=wf.detections.probs[:0])
+    answered = 0
+    for pt in ((20, 20), (48, 48), (70, 30)):
+        a, b = eng.click("x", x, pt), old.click("x", x, pt)
+        assert (a is None) == (b is None)
+        if a is not None:
+            answered += 1
+            assert a.instance.same_pixels(b.instance)
+    assert answered
+
+
+def test_few_box_pooling_equals_torchvisions_pooler():
+    from engine.model.prompt_heads import pool_few
+    p = random_predictor(0)
+    x, _ = blobs(0, size=128, n=2)
+    wf = PromptEngine(p, cache_masks=False).prepare("x", x)
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(40, 2, generator=g) * 100
+    boxes = torch.cat([xy, (xy + torch.rand(40, 2, generator=g) * 90 + 1).clamp(max=127)], 1)
+    rh = p.model.roi_heads
+    for pooler in (rh.box_roi_pool, rh.mask_roi_pool):
+        for b in (boxes, boxes[:1], boxes[7:9]):
+            assert torch.equal(pool_few(pooler, wf.features, b, wf.image_size),
+                               pooler(wf.features, [b], [wf.image_size]))
+
+
+@pytest.mark.slow
+def test_bf16_heads_answer_as_fp32_does(trained):
+    """The bf16 copy of the heads (used where the CPU computes bf16 natively): the same
+    label and masks within IoU 0.95 of fp32's, box and click prompts."""
+    e16, e32 = PromptEngine(trained, bf16=True), PromptEngine(trained, bf16=False)
+    assert e16.heads.bf16 and not e32.heads.bf16
+    for seed in (0, 1):
+        img, masks = blobs(seed)
+        for mask in masks:
+            a, b = (e.box(seed, img, loose_box(mask, pad=0)) for e in (e16, e32))
+            assert a.label == b.label and iou(a.instance, b.instance) >= 0.95
+            ys, xs = np.nonzero(mask)
+            pt = (int(np.median(xs)), int(np.median(ys)))
+            a, b = (e.click(seed, img, pt) for e in (e16, e32))
+            assert a.label == b.label and iou(a.instance, b.instance) >= 0.95
+
+
+def test_a_click_on_a_tiled_item_looks_up_its_tiles_detections_in_item_pixels():
+    p = random_predictor(0, tile=64, overlap=16)
+    eng = PromptEngine(p, FeatureCache(max_windows=2))
+    img, _ = blobs(3, size=150, n=2)
+    win = eng.window_for_point(120, 100, 150, 150)
+    assert win[0] > 0 and win[1] > 0                    # not the first tile: offsets matter
+    wf = eng.prepare("big", img, win)
+    k = next(k for k in range(len(wf.detections.scores)) if pasted(eng, wf, k) is not None)
+    inst = pasted(eng, wf, k)                            # in item pixels
+    ys, xs = np.nonzero(inst.mask)
+    pt = (int(xs[len(xs) // 2]) + inst.x0, int(ys[len(ys) // 2]) + inst.y0)
+    assert eng.window_for_point(*pt, 150, 150) == win
+    ans = eng.click("big", img, pt)
+    assert eng.click_counts["lookup"] == 1 and eng.cache.computed == 1
+    m = ans.instance
+    assert m.mask[pt[1] - m.y0, pt[0] - m.x0] and win[0] <= m.x0 and win[1] <= m.y0
