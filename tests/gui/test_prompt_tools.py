@@ -95,13 +95,14 @@ def test_hover_previews_are_throttled_and_a_click_takes_the_shown_one(window, qt
 
 
 # --- prompts answered by the project's own model ---------------------------------------------
-# A tiny Mask R-CNN that knows bright blobs is trained once for this module (the backbone as
-# built and frozen, its features computed once; the RPN and heads learn, as in
-# tests/engine/test_model_prompts.py), saved as a real checkpoint and made the active model of
+# A tiny Mask R-CNN (r18fpn_lite, the CPU default) that knows bright blobs is trained once for
+# this module, end to end, on one blob image, its mirror and two images of discs of many sizes
+# (the shapes a sphere's slices have), saved as a real checkpoint and made the active model of
 # a fresh project per test. Every wait is on a signal or a condition, with a generous timeout.
 
 BLOB_SIZE = 96
 WAIT_MS = 240000
+ITERS = 200
 
 
 def blobs(seed, size=BLOB_SIZE, n=2):
@@ -115,6 +116,23 @@ def blobs(seed, size=BLOB_SIZE, n=2):
         a, b = rng.uniform(10, 16, 2)
         m = ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 <= 1
         if not any((m & ndimage_dilate(o)).any() for o in masks):
+            masks.append(m)
+    for m in masks:
+        img[m] += 110
+    return np.clip(img, 0, 255).astype(np.uint8), masks
+
+
+def discs(seed, size=BLOB_SIZE, n=3):
+    """Bright discs of radius 6-26 px on the same background (training only)."""
+    rng = np.random.default_rng(100 + seed)
+    img = rng.normal(60, 12, (size, size))
+    y, x = np.mgrid[:size, :size]
+    masks = []
+    while len(masks) < n:
+        r = rng.uniform(6, 26)
+        cx, cy = rng.uniform(r + 2, size - r - 2, 2)
+        m = (x - cx) ** 2 + (y - cy) ** 2 <= r * r
+        if not any((m & o).any() for o in masks):
             masks.append(m)
     for m in masks:
         img[m] += 110
@@ -141,54 +159,68 @@ def mask_iou(a, b):
     return (a & b).sum() / max(1, (a | b).sum())
 
 
-@pytest.fixture(scope="module")
-def blob_checkpoint(tmp_path_factory):
-    """model.pt of an r18fpn whose RPN and heads were trained on one blob image and its mirror."""
-    torch = pytest.importorskip("torch")
+def train_blob_model(path, iters=ITERS, seed=0):
+    """model.pt of an r18fpn_lite trained end to end (backbone, RPN, heads) for `iters`
+    steps; besides the RPN's proposals the heads see boxes grown by up to 30 % around each
+    object (a propagation prompt is the previous mask's box grown by 15 %) and random boxes."""
+    import torch
     from engine.model import normalize as N
     from engine.model.checkpoint import save_checkpoint
     from engine.model.weights import build_model
     policy = N.range_policy(0, 255)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)     # small ops: one thread is faster on a shared machine; restored below
-    try:
-        torch.manual_seed(0)
-        m = build_model("r18fpn", 2)
-        m.roi_heads.fg_bg_sampler.batch_size_per_image = 32
-        torch.nn.init.normal_(m.roi_heads.mask_predictor.mask_fcn_logits.weight, std=0.001)
-        torch.nn.init.normal_(m.roi_heads.box_predictor.cls_score.weight, std=0.01)
-        m.eval()
-        img, masks = blobs(0)
-        data = []
-        for flip in (False, True):
-            im = np.ascontiguousarray(img[:, ::-1]) if flip else img
-            ms = [np.ascontiguousarray(k[:, ::-1]) if flip else k for k in masks]
-            tgt = {"boxes": torch.tensor([tight_box(k) for k in ms], dtype=torch.float32),
-                   "labels": torch.ones(len(ms), dtype=torch.int64),
-                   "masks": torch.from_numpy(np.stack(ms).astype(np.uint8))}
-            x = torch.from_numpy(N.normalize_compact(im, policy)).expand(3, -1, -1).contiguous()
-            with torch.no_grad():
-                images, tgts = m.transform([x], [tgt])
-                data.append((images, tgts, m.backbone(images.tensors)))
-        opt = torch.optim.Adam([p for mod in (m.rpn, m.roi_heads) for p in mod.parameters()], lr=2e-3)
-        m.rpn.train()
-        m.roi_heads.train()
-        for it in range(ITERS):
-            images, tgts, feats = data[it % len(data)]
-            props, l1 = m.rpn(images, feats, tgts)
-            _, l2 = m.roi_heads(feats, props, images.image_sizes, tgts)
-            opt.zero_grad()
-            sum({**l1, **l2}.values()).backward()
-            opt.step()
-        m.eval()
-        path = tmp_path_factory.mktemp("blobmodel") / "model.pt"
-        save_checkpoint(path, m, label_names=["blob"], normalization=policy, arch="r18fpn", run="run-blobs")
-    finally:
-        torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    m = build_model("r18fpn_lite", 2)
+    m.roi_heads.fg_bg_sampler.batch_size_per_image = 64
+    images = []
+    img, masks = blobs(0)
+    for im, ms in [(img, masks), (img[:, ::-1], [k[:, ::-1] for k in masks]), discs(0), discs(1, n=2)]:
+        ms = [np.ascontiguousarray(k) for k in ms]
+        tgt = {"boxes": torch.tensor([tight_box(k) for k in ms], dtype=torch.float32),
+               "labels": torch.ones(len(ms), dtype=torch.int64),
+               "masks": torch.from_numpy(np.stack(ms).astype(np.uint8))}
+        x = torch.from_numpy(N.normalize_compact(np.ascontiguousarray(im), policy)).expand(3, -1, -1)
+        images.append(m.transform([x.contiguous()], [tgt]))
+
+    def extra_boxes(gt):
+        out = []
+        for x0, y0, x1, y1 in gt.tolist():
+            w, h = x1 - x0, y1 - y0
+            for p in rng.uniform(-0.05, 0.3, (6, 4)):
+                out.append([x0 - p[0] * w, y0 - p[1] * h, x1 + p[2] * w, y1 + p[3] * h])
+        for x0, y0, s in zip(*rng.uniform(0, BLOB_SIZE - 20, (2, 16)), rng.uniform(10, 50, 16)):
+            out.append([x0, y0, x0 + s, y0 + s])
+        return torch.tensor(out, dtype=torch.float32).clamp(0, BLOB_SIZE)
+
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=iters)
+    m.train()
+    for it in range(iters):
+        ims, tgts = images[it % len(images)]
+        feats = m.backbone(ims.tensors)
+        props, l1 = m.rpn(ims, feats, tgts)
+        props = [torch.cat([props[0].detach(), extra_boxes(tgts[0]["boxes"])])]
+        _, l2 = m.roi_heads(feats, props, ims.image_sizes, tgts)
+        opt.zero_grad()
+        sum({**l1, **l2}.values()).backward()
+        opt.step()
+        sched.step()
+    m.eval()
+    save_checkpoint(path, m, label_names=["blob"], normalization=policy, arch="r18fpn_lite", run="run-blobs")
     return path
 
 
-ITERS = 30
+@pytest.fixture(scope="module")
+def blob_checkpoint(tmp_path_factory):
+    """model.pt of the module's tiny blob model (train_blob_model)."""
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)     # small ops: one thread is faster on a shared machine; restored below
+    try:
+        return train_blob_model(tmp_path_factory.mktemp("blobmodel") / "model.pt")
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
