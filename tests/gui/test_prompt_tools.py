@@ -362,3 +362,188 @@ def test_an_answer_for_an_item_no_longer_shown_is_dropped(model_window, qtbot):
     assert ctl.project.load_annotation(first_id).instances == []
     # and the new item's features are computed for prompts there
     qtbot.waitUntil(lambda: other_id in prepared, timeout=WAIT_MS)
+
+
+def test_escape_cancels_a_prompt_waiting_for_its_answer_and_drops_it(window, qtbot):
+    """Esc while a prompt waits (busy cursor): the cursor is back at once, the late answer is
+    dropped (no instance, no undo step), and the next prompt works as before."""
+    import threading
+    ctl, svc = window.controller, window.prompts
+    window.canvas.set_tool("box_prompt")
+    gate, started = threading.Event(), threading.Event()
+    answer = svc.worker.answer
+
+    def held(req, wanted):          # the worker is slow: it answers once the test lets it
+        started.set()
+        assert gate.wait(120)
+        return answer(req, wanted)
+    svc.worker.answer = held
+    answered, messages = [], []
+    svc.answered.connect(answered.append)
+    ctl.message.connect(messages.append)
+    before = snapshot(ctl.annotation)
+    ctl.set_selection(["A"])
+    drag(window, [(54, 54), (80, 80), (106, 106)])      # around the bright square
+    assert svc.waiting and window.canvas.viewport().cursor().shape() == Qt.BusyCursor
+    assert started.wait(120)                             # the worker is computing it
+    key(qtbot, window, Qt.Key_Escape)
+    assert not svc.waiting and window.canvas.viewport().cursor().shape() == Qt.CrossCursor
+    assert "prompt cancelled" in messages[-1]
+    assert svc.busy                                      # still in the worker ...
+    gate.set()
+    qtbot.waitUntil(lambda: not svc.busy, timeout=WAIT_MS)
+    QtWidgets.QApplication.processEvents()
+    assert svc.dropped == 1 and answered == []           # ... and its late answer dropped
+    assert same(snapshot(ctl.annotation), before) and ctl.undo_stack.count() == 0
+    assert ctl.selection == ["A"]                         # the tool took Esc: the canvas did not deselect
+    with qtbot.waitSignal(svc.answered, timeout=WAIT_MS):
+        drag(window, [(54, 54), (80, 80), (106, 106)])
+    assert len(ctl.annotation.instances) == len(before) + 1
+
+
+# --- propagation through a stack answered by the model ---------------------------------------
+
+SPHERE_R, SPHERE_DZ = 20.0, 4.0      # slices 4 px apart: a sphere's end sections are still discs
+
+
+def sphere_stack(z=13, size=BLOB_SIZE, seed=7):
+    """A bright sphere (radius 20 px, slices 4 px apart, centred on the middle slice) on the
+    blob images' noisy background, and its truth per slice."""
+    rng = np.random.default_rng(seed)
+    k, y, x = np.mgrid[:z, :size, :size]
+    truth = ((k - z // 2) * SPHERE_DZ) ** 2 + (y - 48) ** 2 + (x - 44) ** 2 <= SPHERE_R ** 2
+    img = rng.normal(60, 12, truth.shape) + 110 * truth
+    return np.clip(img, 0, 255).astype(np.uint8), truth
+
+
+@pytest.fixture
+def sphere_window(qtbot, tmp_path, blob_checkpoint):
+    """The window on a project holding one sphere stack, the blob model active, and the
+    sphere's middle section drawn (instance "seed") and selected."""
+    import shutil
+    import tifffile
+    from engine.annotations import Instance, ItemAnnotation
+    from engine.project import Project
+    from test_stacks import open_stack_window
+    vol, truth = sphere_stack()
+    tifffile.imwrite(tmp_path / "sphere.tif", vol, photometric="minisblack")
+    proj = Project.create(tmp_path / "proj", ["blob"])
+    proj.add([tmp_path / "sphere.tif"])
+    ids = [it.id for it in proj.items]
+    mid = len(ids) // 2
+    seed = Instance.from_full_mask(truth[mid], "blob")
+    seed.id = "seed"
+    proj.save_annotation(ItemAnnotation(ids[mid], BLOB_SIZE, BLOB_SIZE, [seed], "new"))
+    run = proj.models_dir / "run-blobs"
+    run.mkdir(parents=True)
+    shutil.copy(blob_checkpoint, run / "model.pt")
+    proj.set_active_model("run-blobs")
+    win = open_stack_window(qtbot, proj.root)
+    assert win.controller.set_current_item(ids[mid])
+    win.controller.set_selection(["seed"])
+    win.ids, win.truth, win.mid = ids, truth, mid
+    yield win
+    win.controller.close_project(force=True)
+    win.prompts.shutdown()
+
+
+def _feature_threads(monkeypatch):
+    """The threads that computed features (PromptEngine._compute), in order."""
+    import threading
+    from engine.model.prompts import PromptEngine
+    seen = []
+    compute = PromptEngine._compute
+
+    def recording(self, image, window):
+        seen.append(threading.current_thread())
+        return compute(self, image, window)
+    monkeypatch.setattr(PromptEngine, "_compute", recording)
+    return seen
+
+
+@pytest.mark.slow     # trains a tiny model once for the module
+@pytest.mark.timeout(1800)
+def test_propagation_answered_by_the_model_reaches_the_spheres_ends(sphere_window, qtbot, monkeypatch):
+    import threading
+    from engine.annotations import Instance
+    from engine.masks import iou
+    from engine.project import Project
+    win, ctl = sphere_window, sphere_window.controller
+    ids, truth, mid = win.ids, win.truth, win.mid
+    qtbot.waitUntil(lambda: win.prompts.worker.prepared >= 1, timeout=WAIT_MS)   # the shown slice's features
+    threads = _feature_threads(monkeypatch)
+    messages = []
+    ctl.message.connect(messages.append)
+    win.actions["propagate both"].trigger()
+    proj = Project.open(ctl.project.root)
+    anns = [proj.load_annotation(i) for i in ids]
+    oid = ctl.annotation.find("seed").object_id
+    present = [k for k in range(len(ids)) if truth[k].sum() >= 4]
+    assert present[0] > 0 and present[-1] < len(ids) - 1          # the sphere ends inside the stack
+    for k, ann in enumerate(anns):
+        if k == mid:
+            continue
+        if k not in present:
+            assert ann.instances == [], f"slice {k} is past the sphere's end"
+            continue
+        (got,) = ann.instances
+        score = iou(got, Instance.from_full_mask(truth[k], ""))
+        assert score >= 0.9, (k, score)
+        assert got.object_id == oid and got.source == "prompt" and got.label == "blob"
+    assert any(m.startswith(f"propagated up and down: {len(present) - 1} new instance(s) of this object, "
+                            "answered by the model (run run-blobs)") for m in messages), messages
+    # every slice's features were computed in the prompt worker, never on the GUI thread
+    assert len(threads) >= len(present) - 1
+    assert all(t is not threading.main_thread() and t.name.startswith("maskloop-prompts") for t in threads)
+    # one undo step removes them all
+    assert ctl.undo_stack.undoText() == "Propagate up and down"
+    key(qtbot, win, Qt.Key_Z, Qt.ControlModifier)
+    assert all(proj.load_annotation(i).instances == [] for k, i in enumerate(ids) if k != mid)
+    # one slice at a time: the model's answer on the next slice, which then opens with it selected
+    threads.clear()
+    key(qtbot, win, Qt.Key_PageDown, Qt.AltModifier)
+    qtbot.waitUntil(lambda: not win.stack_tools.stepping, timeout=WAIT_MS)
+    assert ctl.item_id == ids[mid + 1] and len(ctl.annotation.instances) == 1
+    new = ctl.annotation.instances[0]
+    assert ctl.selection == [new.id] and new.source == "prompt"
+    assert iou(new, Instance.from_full_mask(truth[mid + 1], "")) >= 0.9
+    assert threads and all(t is not threading.main_thread() for t in threads)
+    assert "answered by the model (run run-blobs)" in messages[-1]
+    assert ctl.undo_stack.undoText() == "Propagate to the next slice"
+
+
+@pytest.mark.slow     # trains a tiny model once for the module
+@pytest.mark.timeout(1800)
+def test_cancelling_a_model_propagation_leaves_the_stack_unchanged(sphere_window, qtbot, monkeypatch):
+    """Cancel in the progress dialog while the model answers the first slice: nothing is written."""
+    import threading
+    from engine.project import Project
+    win, ctl = sphere_window, sphere_window.controller
+    threads = _feature_threads(monkeypatch)
+    before = [Project.open(ctl.project.root).load_annotation(i).instances for i in win.ids]
+    answering, cancelled = threading.Event(), threading.Event()
+    from engine.model.prompts import PromptEngine
+    box = PromptEngine.box
+
+    def held(self, *a, **kw):       # the first slice's answer waits until Cancel was pressed
+        answering.set()
+        assert cancelled.wait(120)
+        return box(self, *a, **kw)
+    monkeypatch.setattr(PromptEngine, "box", held)
+
+    def press_cancel():             # on the GUI thread, inside the dialog's event loop
+        if not answering.is_set():
+            QtCore.QTimer.singleShot(20, press_cancel)
+            return
+        (dialog,) = win.findChildren(QtWidgets.QProgressDialog)
+        dialog.canceled.emit()      # what its Cancel button sends
+        cancelled.set()
+    QtCore.QTimer.singleShot(0, press_cancel)
+    messages = []
+    ctl.message.connect(messages.append)
+    assert not win.stack_tools.propagate(0)
+    assert cancelled.is_set() and "cancelled, nothing changed" in messages[-1]
+    after = [Project.open(ctl.project.root).load_annotation(i).instances for i in win.ids]
+    assert [[(i.id, i.object_id) for i in a] for a in after] == [[(i.id, i.object_id) for i in b] for b in before]
+    assert ctl.undo_stack.count() == 0
+    assert threads and all(t is not threading.main_thread() for t in threads)
