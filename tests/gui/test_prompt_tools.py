@@ -161,8 +161,9 @@ def mask_iou(a, b):
 
 def train_blob_model(path, iters=ITERS, seed=0):
     """model.pt of an r18fpn_lite trained end to end (backbone, RPN, heads) for `iters`
-    steps; besides the RPN's proposals the heads see boxes grown by up to 30 % around each
-    object (a propagation prompt is the previous mask's box grown by 15 %) and random boxes."""
+    steps; besides the RPN's proposals the heads see boxes grown by up to 60 % a side around
+    each object (a propagation prompt is the previous slice's mask box grown by 15 %: towards
+    a sphere's tip that is up to ~40 % a side around the smaller section) and random boxes."""
     import torch
     from engine.model import normalize as N
     from engine.model.checkpoint import save_checkpoint
@@ -186,7 +187,7 @@ def train_blob_model(path, iters=ITERS, seed=0):
         out = []
         for x0, y0, x1, y1 in gt.tolist():
             w, h = x1 - x0, y1 - y0
-            for p in rng.uniform(-0.05, 0.3, (6, 4)):
+            for p in rng.uniform(-0.05, 0.6, (6, 4)):
                 out.append([x0 - p[0] * w, y0 - p[1] * h, x1 + p[2] * w, y1 + p[3] * h])
         for x0, y0, s in zip(*rng.uniform(0, BLOB_SIZE - 20, (2, 16)), rng.uniform(10, 50, 16)):
             out.append([x0, y0, x0 + s, y0 + s])
