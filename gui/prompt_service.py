@@ -104,6 +104,16 @@ class PropagationResult:
         return f"{self.rule} ({self.note or 'no model'})"
 
 
+def _model_answer_for(eng, project, label: Optional[str]) -> Callable:
+    """answer_for(ids) of engine.stack_edits.propagate_changes: the model's box prompt on
+    slice k (its raw pixels, its item id as the feature cache's key)."""
+    from engine.model.prompts import model_answerer
+
+    def answer_for(ids: list[str]):
+        return model_answerer(eng, lambda k: project.load_image(ids[k]), key_of=lambda k: ids[k], label=label)
+    return answer_for
+
+
 class PromptWorker:
     """Used only on the PromptService's thread."""
 
@@ -186,13 +196,7 @@ class PromptWorker:
         last one, so the caller asks for the shown item's features again) or by GrabCut."""
         from engine.stack_edits import propagate_changes
         eng, note = self._try_engine(model_path)
-        answer_for = None
-        if eng is not None:
-            from engine.model.prompts import model_answerer
-
-            def answer_for(ids):
-                return model_answerer(eng, lambda k: project.load_image(ids[k]), key_of=lambda k: ids[k],
-                                      label=start.label)
+        answer_for = None if eng is None else _model_answer_for(eng, project, start.label)
         with self._one_thread():
             changes = propagate_changes(project, item_id, start, direction, window=window, answer_for=answer_for,
                                         max_slices=max_slices, progress=progress, cancel=cancel)
