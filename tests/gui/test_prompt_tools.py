@@ -477,6 +477,7 @@ def test_propagation_answered_by_the_model_reaches_the_spheres_ends(sphere_windo
     from engine.annotations import Instance
     from engine.masks import iou
     from engine.project import Project
+    from test_stack_undo import _press      # keys with the window active (after a progress dialog)
     win, ctl = sphere_window, sphere_window.controller
     ids, truth, mid = win.ids, win.truth, win.mid
     qtbot.waitUntil(lambda: win.prompts.worker.prepared >= 1, timeout=WAIT_MS)   # the shown slice's features
@@ -507,6 +508,7 @@ def test_propagation_answered_by_the_model_reaches_the_spheres_ends(sphere_windo
     qtbot.waitUntil(lambda: panel.volume.n == len(ids) and panel.volume.done == len(ids))
     panel.set_position(44, 48)
     qtbot.waitUntil(lambda: panel.xz.caption == "XZ  (y = 48)")
+    win.resize(1500, 800)            # room for the status bar's message
     win.canvas.set_zoom(4.0)
     win.canvas.centerOn(48, 48)
     QtWidgets.QApplication.processEvents()
@@ -516,11 +518,12 @@ def test_propagation_answered_by_the_model_reaches_the_spheres_ends(sphere_windo
     assert all(t is not threading.main_thread() and t.name.startswith("maskloop-prompts") for t in threads)
     # one undo step removes them all
     assert ctl.undo_stack.undoText() == "Propagate up and down"
-    key(qtbot, win, Qt.Key_Z, Qt.ControlModifier)
-    assert all(proj.load_annotation(i).instances == [] for k, i in enumerate(ids) if k != mid)
+    _press(qtbot, win, Qt.Key_Z, Qt.ControlModifier)
+    on_disk = Project.open(ctl.project.root)
+    assert all(on_disk.load_annotation(i).instances == [] for k, i in enumerate(ids) if k != mid)
     # one slice at a time: the model's answer on the next slice, which then opens with it selected
     threads.clear()
-    key(qtbot, win, Qt.Key_PageDown, Qt.AltModifier)
+    _press(qtbot, win, Qt.Key_PageDown, Qt.AltModifier)
     qtbot.waitUntil(lambda: not win.stack_tools.stepping, timeout=WAIT_MS)
     assert ctl.item_id == ids[mid + 1] and len(ctl.annotation.instances) == 1
     new = ctl.annotation.instances[0]
