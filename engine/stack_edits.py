@@ -29,6 +29,16 @@ from .stack_history import changes_between
 Changes = dict[str, list[Change]]
 
 
+def _stop_rule(rule: PropagationRule = PropagationRule()) -> str:
+    return (f"it stops where the answer vanishes (under {rule.min_area} px), where its IoU with the previous "
+            f"slice's mask is under {rule.min_iou:g}, at a slice that holds the object already, "
+            f"or at the end of the stack")
+
+
+#: The stop rule of propagate_changes in words (the GUI's tips and messages).
+STOP_RULE = _stop_rule()
+
+
 def slice_ids(project, item_id: str) -> list[str]:
     """The item ids of the stack that holds `item_id`, in slice order (ProjectError for a
     plain 2-D item)."""
@@ -91,13 +101,14 @@ def grabcut_for_stack(project, ids: list[str], window) -> Answerer:
 def propagate_changes(project, item_id: str, start: Instance, direction: int, *,
                       window: Optional[tuple[float, float]] = None,
                       answer_for: Optional[Callable[[list[str]], Answerer]] = None,
-                      rule: PropagationRule = PropagationRule(),
+                      rule: PropagationRule = PropagationRule(), max_slices: Optional[int] = None,
                       progress: Optional[ProgressFn] = None, cancel: Optional[CancelToken] = None) -> Changes:
     """Carry `start` (an instance on slice `item_id`) up (-1), down (+1) or both ways (0).
 
     New instances join start's object (start gets one if it has none: a change on its own
     slice) with source "prompt". `answer_for(ids)` makes the answerer (default: GrabCut on
-    each slice's display through `window`)."""
+    each slice's display through `window`); `max_slices` limits each direction (1: the
+    adjacent slice only, the GUI's "Propagate to next slice")."""
     if direction not in (-1, 0, 1):
         raise ValueError("direction must be -1 (up), +1 (down) or 0 (both)")
     ids = slice_ids(project, item_id)
@@ -116,7 +127,7 @@ def propagate_changes(project, item_id: str, start: Instance, direction: int, *,
     for d in ((-1, 1) if direction == 0 else (direction,)):
         def step_progress(done, total, msg="", _d=d):
             report(progress, done, total, f"{'up' if _d < 0 else 'down'}: {msg}")
-        found += propagate(answer, seed, at, len(ids), shape, direction=d, rule=rule,
+        found += propagate(answer, seed, at, len(ids), shape, direction=d, rule=rule, max_slices=max_slices,
                            progress=step_progress, cancel=cancel)
     check(cancel)
     out: Changes = {}

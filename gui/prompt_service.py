@@ -14,16 +14,21 @@
   machine each op waits at a barrier (about 900 ms a prompt instead of about 90 ms,
   docs/benchmarks.md).
 - Answers come back as `answered(PromptResult)` on the GUI thread. Stale ones are dropped
-  here: a request made for another item, model or project (a generation counter), and a
-  hover preview that a newer preview replaced. Hover previews are throttled by keeping at
-  most one in the worker and one waiting (the newest), so moving the mouse never queues
-  work behind a click.
+  here: a request made for another item, model or project (a generation counter), a hover
+  preview that a newer preview replaced, and a prompt the user cancelled (Esc) while it
+  waited for its answer. Hover previews are throttled by keeping at most one in the worker
+  and one waiting (the newest), so moving the mouse never queues work behind a click.
+- Propagation through a stack (engine.stack_edits.propagate_changes) runs in the same
+  worker: with a model, each slice's answer is the model's box prompt, so every slice's
+  features are computed here with the warm model (never on the GUI thread); without one,
+  GrabCut answers. `PropagationResult` says which did.
 
 No model, format or editing rule lives here: the worker calls the engine, the canvas tool
 (gui.canvas.tools.box_prompt) turns answers into controller edits.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import sys
 import time
@@ -33,7 +38,7 @@ from typing import Any, Callable, Optional
 
 from PyQt5 import QtCore
 
-from engine.errors import MaskLoopError
+from engine.errors import CancelledError, MaskLoopError
 from engine.prompt_classic import grabcut_box, wand_click
 
 from .background import Background
@@ -83,6 +88,30 @@ class PromptResult:
     seconds: float = 0.0                   # the engine call alone (benchmarks)
     run: Optional[str] = None              # the model's run id when it answered
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class PropagationResult:
+    changes: dict                          # {item id: [Change]} for one stack step (engine.stack_edits)
+    rule: str                              # "model" | "GrabCut"
+    run: Optional[str] = None              # the model's run id when it answered
+    note: str = ""                         # why the model was not used
+
+    def describe(self) -> str:
+        """Which rule answered, for the status bar."""
+        if self.rule == "model":
+            return "the model" + (f" (run {self.run})" if self.run else "")
+        return f"{self.rule} ({self.note or 'no model'})"
+
+
+def _model_answer_for(eng, project, label: Optional[str]) -> Callable:
+    """answer_for(ids) of engine.stack_edits.propagate_changes: the model's box prompt on
+    slice k (its raw pixels, its item id as the feature cache's key)."""
+    from engine.model.prompts import model_answerer
+
+    def answer_for(ids: list[str]):
+        return model_answerer(eng, lambda k: project.load_image(ids[k]), key_of=lambda k: ids[k], label=label)
+    return answer_for
 
 
 class PromptWorker:
@@ -148,18 +177,38 @@ class PromptWorker:
         self.prepared += 1
         return time.perf_counter() - t0
 
+    def _try_engine(self, path: Optional[str]):
+        """(engine or None, note): a model that cannot be loaded leaves the cold-start rule."""
+        if not path:
+            return None, ""
+        try:
+            return self._engine_for(path), ""
+        except Exception as e:   # a broken checkpoint: the cold-start rule still answers
+            msg = e.one_line() if isinstance(e, MaskLoopError) else f"{type(e).__name__}: {e}"
+            self.release()
+            return None, f"the model could not be loaded ({msg})"
+
+    def propagate(self, project, item_id: str, start, direction: int, model_path: Optional[str], *,
+                  window=None, max_slices: Optional[int] = None, progress=None, cancel=None
+                  ) -> PropagationResult:
+        """engine.stack_edits.propagate_changes answered by the model's box prompt on each
+        slice (its features computed here, one slice after another; the cache then holds the
+        last one, so the caller asks for the shown item's features again) or by GrabCut."""
+        from engine.stack_edits import propagate_changes
+        eng, note = self._try_engine(model_path)
+        answer_for = None if eng is None else _model_answer_for(eng, project, start.label)
+        with self._one_thread():
+            changes = propagate_changes(project, item_id, start, direction, window=window, answer_for=answer_for,
+                                        max_slices=max_slices, progress=progress, cancel=cancel)
+        if eng is None:
+            return PropagationResult(changes, "GrabCut", note=note)
+        return PropagationResult(changes, "model", run=getattr(eng.predictor, "run", None))
+
     def answer(self, req: PromptRequest, wanted: Callable[[], bool]) -> Optional[PromptResult]:
         if not wanted():
             return None            # a newer preview replaced it, or the item changed
         res = PromptResult(req)
-        eng = None
-        if req.model_path:
-            try:
-                eng = self._engine_for(req.model_path)
-            except Exception as e:   # a broken checkpoint: the cold-start rule still answers
-                msg = e.one_line() if isinstance(e, MaskLoopError) else f"{type(e).__name__}: {e}"
-                res.note = f"the model could not be loaded ({msg})"
-                self.release()
+        eng, res.note = self._try_engine(req.model_path)
         t0 = time.perf_counter()
         try:
             if eng is not None:
@@ -200,6 +249,9 @@ class PromptService(QtCore.QObject):
         self._preview_next: Optional[PromptRequest] = None
         self._latest_preview = 0
         self.pending = 0                 # non-preview requests in the worker
+        self._waiting: set[int] = set()  # ... of those, the ones whose answer is still wanted
+        self._cancelled_to = 0           # prompts up to this seq were cancelled (Esc)
+        self.dropped = 0                 # answers dropped because they came after Esc (tests)
         self._model: Optional[tuple] = None      # identity of the model the features were asked for
         self.enabled = True              # False: never load a model (cold-start rules only)
         c = controller
@@ -220,7 +272,13 @@ class PromptService(QtCore.QObject):
 
     @property
     def busy(self) -> bool:
+        """A prompt is in the worker (perhaps one the user cancelled)."""
         return self.pending > 0
+
+    @property
+    def waiting(self) -> bool:
+        """A prompt waits for an answer the user still wants (the busy cursor shows)."""
+        return bool(self._waiting)
 
     def _bump(self) -> None:
         self._generation += 1
@@ -289,16 +347,29 @@ class PromptService(QtCore.QObject):
             self._preview_busy = True
         else:
             self.pending += 1
+            self._waiting.add(req.seq)
         self._submit(req)
         return req
+
+    def cancel_waiting(self) -> int:
+        """Esc: the prompts waiting for their answer are cancelled; one not yet started is
+        skipped, a late answer is dropped. Returns how many were waiting."""
+        n = len(self._waiting)
+        self._waiting.clear()
+        self._cancelled_to = self._seq
+        return n
+
+    def _cancelled(self, req: PromptRequest) -> bool:
+        return not req.preview and req.seq <= self._cancelled_to
 
     def cancel_previews(self) -> None:
         self._latest_preview = self._seq + 1   # whatever is in flight is stale now
         self._preview_next = None
 
     def _submit(self, req: PromptRequest) -> None:
-        def wanted() -> bool:
-            return self._current(req.generation) and (not req.preview or req.seq == self._latest_preview)
+        def wanted() -> bool:   # read from the worker: a stale view only costs one computed answer
+            return (self._current(req.generation) and not self._cancelled(req)
+                    and (not req.preview or req.seq == self._latest_preview))
         self._background.submit(self.worker.answer, req, wanted,
                                 on_done=lambda res: self._done(req, res),
                                 on_error=lambda e: self._failed(req, e))
@@ -312,9 +383,13 @@ class PromptService(QtCore.QObject):
                 self._submit(nxt)
         else:
             self.pending = max(0, self.pending - 1)
+            self._waiting.discard(req.seq)
 
     def _done(self, req: PromptRequest, res: Optional[PromptResult]) -> None:
         self._finished(req)
+        if self._cancelled(req):
+            self.dropped += 1
+            return
         if res is None or not self._current(req.generation) or req.item_id != self.controller.item_id:
             return
         if req.preview and req.seq != self._latest_preview:
@@ -324,8 +399,35 @@ class PromptService(QtCore.QObject):
     def _failed(self, req: PromptRequest, exc: BaseException) -> None:
         self._finished(req)
         res = PromptResult(req, error=f"{type(exc).__name__}: {exc}")
-        if self._current(req.generation):
+        if self._current(req.generation) and not self._cancelled(req):
             self.answered.emit(res)
+
+    # -- propagation ----------------------------------------------------------------------------
+    def propagate(self, item_id: str, start, direction: int, *, window=None, max_slices: Optional[int] = None,
+                  progress=None, cancel=None, on_done=None, on_error=None):
+        """Queue a propagation from `start` on slice `item_id` in the worker (the active
+        model answers, else GrabCut on the display through `window`); on_done(PropagationResult)
+        or on_error(exception) runs on the GUI thread. The caller saved the slice first (the
+        engine reads the stack from disk)."""
+        return self._background.submit(self.worker.propagate, self.controller.project, item_id, start, direction,
+                                       self.model_path(), window=window, max_slices=max_slices,
+                                       progress=progress, cancel=cancel, on_done=on_done, on_error=on_error)
+
+    def propagation_job(self, item_id: str, start, direction: int, *, window=None) -> Callable:
+        """job(project, progress=, cancel=) -> PropagationResult, for a task already off the
+        GUI thread (StackEdits.compute's progress dialog): it runs the propagation in this
+        worker and waits for it. The active model is read now, on the GUI thread; a worker
+        shut down meanwhile reads as cancelled."""
+        path = self.model_path()
+
+        def job(project, *, progress=None, cancel=None) -> PropagationResult:
+            fut = self._background.submit(self.worker.propagate, project, item_id, start, direction, path,
+                                          window=window, progress=progress, cancel=cancel)
+            try:
+                return fut.result()
+            except concurrent.futures.CancelledError:
+                raise CancelledError("the prompt worker stopped") from None
+        return job
 
     def shutdown(self) -> None:
         """Stop the worker (queued prompts are dropped); call it on the GUI thread."""

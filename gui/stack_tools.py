@@ -12,8 +12,17 @@
 - Link objects in this stack: the engine's linker (engine.objects) over every slice of the
   stack, as `maskloop link` does; Split object here: the selected instance's object is cut
   at this slice (from here on, a new object); Propagate up / down / both ways: the selected
-  instance carried slice by slice by GrabCut (engine.propagate). Each is ONE undo step on
-  this slice, though it changes many slices (gui.stack_undo, engine.stack_history).
+  instance carried slice by slice to the end of its object (engine.propagate's stop rule),
+  behind a progress dialog with Cancel. Each is ONE undo step on this slice, though it
+  changes many slices (gui.stack_undo, engine.stack_history).
+- Propagate to next / previous slice (Alt+PgDown / Alt+PgUp): one slice, then that slice
+  opens with the new instance selected, so the next press walks on; holding the key
+  repeats it, one slice per auto-repeat, and a repeat that comes while a step is still
+  being answered is dropped (never queued). Esc cancels the step being answered. One undo
+  step on the slice it lands on.
+- Propagation is answered by the project's active model (its box prompt on each slice, in
+  the prompt worker: gui.prompt_service, where each slice's features are computed), and by
+  GrabCut on the displayed slice without one; the status bar says which.
 - Unlink from 3-D object: the selected instances leave their objects (one undo step on
   this slice).
 - The orthogonal views dock (gui.panels.orthogonal).
@@ -22,9 +31,14 @@ from __future__ import annotations
 
 import importlib.util
 
+from typing import Optional
+
 from PyQt5 import QtCore, QtWidgets
 
 from engine.annotations import Instance, new_id
+from engine.errors import CancelledError, MaskLoopError
+from engine.jobs import CancelToken
+from engine.stack_edits import STOP_RULE
 
 from .canvas import stack_input
 from .canvas.neighbour_outlines import NeighbourOutlines
@@ -37,9 +51,20 @@ def short_object_id(object_id: str) -> str:
     return object_id if len(object_id) <= 8 else object_id[:8]
 
 
+class _Step:
+    """A one-slice propagation being answered in the prompt worker."""
+
+    def __init__(self, project, item_id: str, target: str, step: int) -> None:
+        self.project, self.item_id, self.target, self.step = project, item_id, target, step
+        self.cancel = CancelToken()
+
+
 class StackTools(QtCore.QObject):
     def __init__(self, window) -> None:
         super().__init__(window)
+        self._step: Optional[_Step] = None      # the one-slice propagation being answered
+        self._running = False                   # a propagation behind the progress dialog
+        self.dropped_steps = 0                  # step triggers dropped while one ran (tests)
         self.window = window
         self.controller = c = window.controller
         self.canvas = window.canvas
@@ -81,15 +106,27 @@ class StackTools(QtCore.QObject):
         self.act_split = A(menu, "Split object here", self.split_here, name="split object here",
                            tip="Cut the selected instance's 3-D object at this slice: from here on it "
                                "is a new object")
+        how = "(the active model's box prompt in its grown box; GrabCut without a model)"
         self.act_props = {
-            d: A(menu, text, lambda _=False, d=d: self.propagate(d), name=name, tip=tip)
+            d: A(menu, text, lambda _=False, d=d: self.propagate(d), name=name, tip=f"{tip} {how}; {STOP_RULE}")
             for d, text, name, tip in (
-                (-1, "Propagate up", "propagate up", "Carry the selected instance to the previous slices "
-                 "(GrabCut in its grown box) until it vanishes or drifts"),
-                (+1, "Propagate down", "propagate down", "Carry the selected instance to the next slices "
-                 "(GrabCut in its grown box) until it vanishes or drifts"),
+                (-1, "Propagate up to the end of the object", "propagate up",
+                 "Carry the selected instance to the previous slices"),
+                (+1, "Propagate down to the end of the object", "propagate down",
+                 "Carry the selected instance to the next slices"),
                 (0, "Propagate both ways", "propagate both", "Carry the selected instance up and down the "
                  "stack to the ends of its object"))}
+        for act in self.act_props.values():
+            act.setAutoRepeat(False)      # a held key must not start it again behind its dialog
+        self.act_steps = {
+            d: A(menu, text, lambda _=False, d=d: self.propagate_step(d), name=name,
+                 tip=f"{tip} {how}; hold the key to walk on slice by slice; Esc cancels")
+            for d, text, name, tip in (
+                (+1, "Propagate to next slice", "propagate next slice",
+                 "Carry the selected instance to the next slice and go there with it selected"),
+                (-1, "Propagate to previous slice", "propagate previous slice",
+                 "Carry the selected instance to the previous slice and go there with it selected"))}
+        self.canvas.installEventFilter(self)    # Esc cancels a step being answered
         self.act_neigh = A("view", "Neighbour slice outlines", self.set_show_neighbours,
                            name="neighbour outlines", checkable=True,
                            tip="Outline the selected 3-D object as it lies on the previous (cyan, dashed) "
@@ -122,7 +159,7 @@ class StackTools(QtCore.QObject):
         self.act_unlink.setEnabled(engine_has and any(i.object_id for i in c.selected_instances()))
         one = c.selected_instances() if len(c.selection) == 1 else []
         self.act_split.setEnabled(on_stack and bool(one) and bool(one[0].object_id))
-        for act in self.act_props.values():
+        for act in (*self.act_props.values(), *self.act_steps.values()):
             act.setEnabled(on_stack and bool(one))
 
     # ------------------------------------------------------------------ object info + outlines
@@ -252,28 +289,139 @@ class StackTools(QtCore.QObject):
                        f"this slice and after it form a new object")
         return True
 
-    def propagate(self, direction: int) -> bool:
-        """Carry the selected instance through the stack (GrabCut): one undo step."""
+    # ------------------------------------------------------------------ propagation
+    def _prompts(self):
+        """The window's prompt service (gui.prompt_service): its worker answers propagation."""
+        return getattr(self.window, "prompts", None)
+
+    def _one_selected(self) -> Optional[Instance]:
         c = self.controller
         sel = c.selected_instances()
-        if len(sel) != 1 or len(c.slice_items()) <= 1:
+        if len(sel) != 1 or len(c.slice_items()) <= 1 or c.item_id not in c.slice_items():
             c.message.emit("select one instance on a stack slice to propagate")
+            return None
+        return sel[0]
+
+    def propagate(self, direction: int) -> bool:
+        """Carry the selected instance up (-1), down (+1) or both ways (0) to the end of its
+        object, behind a progress dialog with Cancel: one undo step."""
+        c = self.controller
+        svc = self._prompts()
+        start = self._one_selected()
+        if start is None or svc is None or self._running or self._step is not None:
             return False
-        from engine.stack_edits import propagate_changes
-        changes = self.edits.compute("Propagating", propagate_changes, c.item_id, sel[0], direction,
-                                     window=c.window)
-        if changes is None:
+        job = svc.propagation_job(c.item_id, start, direction, window=c.window)
+        self._running = True
+        try:
+            res = self.edits.compute("Propagating", job)
+        finally:
+            self._running = False
+            svc.refresh()     # the worker's cache holds the last slice it answered: the shown one again
+        if res is None:
             return False
-        added = sum(1 for v in changes.values() for ch in v if ch.old is None)
+        added = sum(1 for v in res.changes.values() for ch in v if ch.old is None)
         where = {-1: "up", 1: "down", 0: "up and down"}[direction]
+        who = res.describe()
         if not added:
-            c.message.emit(f"propagating {where}: nothing added (the next slice's answer vanished, drifted, "
-                           f"or the object is there already)")
+            c.message.emit(f"propagating {where} ({who}): nothing added ({STOP_RULE})")
             return False
-        if not self.edits.commit(f"Propagate {where}", changes, select=[sel[0].id]):
+        if not self.edits.commit(f"Propagate {where}", res.changes, select=[start.id]):
             return False
-        c.message.emit(f"propagated {where}: {added} new instance(s) of this object (Ctrl+Z removes them all)")
+        c.message.emit(f"propagated {where}: {added} new instance(s) of this object, answered by {who} "
+                       f"(Ctrl+Z removes them all)")
         return True
+
+    @property
+    def stepping(self) -> bool:
+        """A one-slice propagation is being answered."""
+        return self._step is not None
+
+    def propagate_step(self, step: int) -> bool:
+        """Carry the selected instance to the next (+1) or previous (-1) slice only; when it
+        lands, that slice opens with the new instance selected (so a held key walks on). A
+        trigger while a step is being answered is dropped: auto-repeat never builds a backlog."""
+        c = self.controller
+        if self._step is not None or self._running:
+            self.dropped_steps += 1
+            return False
+        svc = self._prompts()
+        start = self._one_selected()
+        if start is None or svc is None:
+            return False
+        ids = c.slice_items()
+        k = ids.index(c.item_id) + step
+        if not 0 <= k < len(ids):
+            c.message.emit("no " + ("next" if step > 0 else "previous") + " slice")
+            return False
+        if not c.flush():
+            c.error.emit("the current slice could not be saved; nothing was changed")
+            return False
+        st = self._step = _Step(c.project, c.item_id, ids[k], step)
+        self.canvas.viewport().setCursor(QtCore.Qt.BusyCursor)
+        who = "the model" if svc.model_path() else "GrabCut"
+        c.message.emit(f"propagating to the {'next' if step > 0 else 'previous'} slice ({who}); Esc cancels")
+        svc.propagate(c.item_id, start, step, window=c.window, max_slices=1, cancel=st.cancel,
+                      on_done=lambda res: self._step_done(st, res), on_error=lambda e: self._step_failed(st, e))
+        return True
+
+    def cancel_step(self) -> bool:
+        """Esc: the step being answered is cancelled (its late answer is dropped)."""
+        st = self._step
+        if st is None:
+            return False
+        st.cancel.cancel()
+        self._end_step()
+        self.controller.message.emit("propagation step cancelled; nothing changed")
+        return True
+
+    def _end_step(self) -> None:
+        self._step = None
+        tool = self.canvas.tool
+        if tool is not None:
+            self.canvas.viewport().setCursor(tool.cursor)
+        svc = self._prompts()
+        if svc is not None:
+            svc.refresh()     # the worker's cache holds the slice it answered: the shown one again
+
+    def _step_failed(self, st: _Step, exc: BaseException) -> None:
+        if self._step is not st:
+            return            # cancelled (Esc) meanwhile: already said
+        self._end_step()
+        c = self.controller
+        if isinstance(exc, CancelledError):
+            c.message.emit("propagation step cancelled; nothing changed")
+        elif isinstance(exc, MaskLoopError):
+            c.error.emit(exc.one_line())
+        else:
+            c.error.emit(f"propagation failed: {type(exc).__name__}: {exc}")
+
+    def _step_done(self, st: _Step, res) -> bool:
+        if self._step is not st:
+            return False      # cancelled meanwhile: the answer is dropped
+        self._end_step()
+        c = self.controller
+        if c.project is not st.project or c.item_id != st.item_id:
+            c.message.emit("propagation step dropped: the slice on screen changed meanwhile")
+            return False
+        where = "next" if st.step > 0 else "previous"
+        added = [ch.new for v in res.changes.values() for ch in v if ch.old is None]
+        if not added:
+            c.message.emit(f"propagating to the {where} slice ({res.describe()}): nothing added ({STOP_RULE})")
+            return False
+        if not c.set_current_item(st.target):
+            return False
+        if not self.edits.commit(f"Propagate to the {where} slice", res.changes, select=[added[0].id]):
+            return False
+        n = c.slice_items().index(st.target) + 1
+        c.message.emit(f"propagated to slice {n}, answered by {res.describe()} (hold the key to walk on; "
+                       f"Ctrl+Z removes it)")
+        return True
+
+    def eventFilter(self, obj, event) -> bool:
+        if (event.type() == QtCore.QEvent.KeyPress and event.key() == QtCore.Qt.Key_Escape
+                and self._step is not None):
+            return self.cancel_step()
+        return False
 
     def _slices_changed(self) -> None:
         """Slices were rewritten by a stack step (or its undo): outlines, extent, ortho views."""

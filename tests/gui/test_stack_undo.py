@@ -190,3 +190,67 @@ def test_propagate_down_and_up_by_their_shortcuts(qtbot, stack_project):
     assert [len(s) for s in _disk(stack_project.root, ids)] == [0, 1, 0, 0]
     assert Project.open(stack_project.root).load_annotation(ids[1]).find("seed").label == "grain"
     win.controller.close_project(force=True)
+
+
+def test_propagate_to_next_slice_held_key_steps_without_a_backlog(qtbot, stack_project):
+    """Alt+PgDown carries the selection one slice and goes there with it selected. While a
+    step is being answered, more presses of the key (auto-repeat of a held key) are dropped,
+    not queued: when the slow answer lands, exactly one slice was added. Esc cancels a step
+    being answered and drops its late answer."""
+    import threading
+    from PyQt5 import QtWidgets
+    ids = _stack_ids(stack_project)
+    stack_project.save_annotation(ItemAnnotation(ids[0], 128, 160, [square(40, 40, 80, 80, id="seed")], "new"))
+    win = open_stack_window(qtbot, stack_project.root)
+    ctl, tools, svc = win.controller, win.stack_tools, win.prompts
+    assert ctl.set_current_item(ids[0])
+    ctl.set_selection(["seed"])
+    act = win.actions["propagate next slice"]
+    assert act.isEnabled() and act.autoRepeat()                       # holding the key repeats it
+    gate = threading.Event()
+    calls, finished = [], []
+    propagate = svc.worker.propagate
+
+    def slow(*a, **kw):             # the answer takes longer than the key's repeat interval
+        calls.append(a[1])
+        try:
+            assert gate.wait(120)
+            return propagate(*a, **kw)
+        finally:
+            finished.append(a[1])
+    svc.worker.propagate = slow
+    messages = []
+    ctl.message.connect(messages.append)
+    for _ in range(5):              # the key held: five presses before the first answer
+        _press(qtbot, win, Qt.Key_PageDown, Qt.AltModifier)
+    assert tools.stepping and tools.dropped_steps == 4
+    qtbot.waitUntil(lambda: len(calls) == 1)                          # the worker took the one step ...
+    assert calls == [ids[0]] and len(finished) == 0                   # ... and is still answering it
+    assert win.canvas.viewport().cursor().shape() == Qt.BusyCursor
+    gate.set()
+    qtbot.waitUntil(lambda: not tools.stepping)
+    assert ctl.item_id == ids[1]                                       # it went to the slice ...
+    assert [len(s) for s in _disk(stack_project.root, ids)] == [1, 1, 0, 0]   # ... one slice, not five
+    (new,) = ctl.annotation.instances
+    assert ctl.selection == [new.id] and new.source == "prompt"
+    assert new.object_id == Project.open(stack_project.root).load_annotation(ids[0]).find("seed").object_id
+    assert "answered by GrabCut (no model)" in messages[-1]
+    assert ctl.undo_stack.undoText() == "Propagate to the next slice"
+    _press(qtbot, win, Qt.Key_PageDown, Qt.AltModifier)               # the next press walks on
+    qtbot.waitUntil(lambda: not tools.stepping)
+    assert ctl.item_id == ids[2] and [len(s) for s in _disk(stack_project.root, ids)] == [1, 1, 1, 0]
+    # Esc while a step is being answered: nothing lands, the late answer is dropped
+    gate.clear()
+    _press(qtbot, win, Qt.Key_PageDown, Qt.AltModifier)
+    assert tools.stepping
+    _press(qtbot, win, Qt.Key_Escape)
+    assert not tools.stepping and "cancelled" in messages[-1]
+    assert win.canvas.viewport().cursor().shape() != Qt.BusyCursor
+    gate.set()
+    qtbot.waitUntil(lambda: len(finished) == 3)
+    QtWidgets.QApplication.processEvents()                            # its (late) outcome is delivered
+    assert ctl.item_id == ids[2] and [len(s) for s in _disk(stack_project.root, ids)] == [1, 1, 1, 0]
+    # Ctrl+Z on the slice it landed on removes that step
+    _undo(qtbot, win)
+    assert [len(s) for s in _disk(stack_project.root, ids)] == [1, 1, 0, 0]
+    win.controller.close_project(force=True)

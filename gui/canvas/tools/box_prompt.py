@@ -12,7 +12,8 @@ With an active model (the one Auto-segment uses) the model answers from the item
 features (gui.prompt_service); without one, GrabCut answers a box and the wand a click.
 The status bar says which rule answered. Each prompt is one undo step and makes an
 instance of source "prompt". While an answer is on its way the cursor is busy; the window
-keeps working. Esc cancels a box being drawn.
+keeps working. Esc cancels a box being drawn, else the prompts waiting for their answer
+(the busy cursor goes, a late answer is dropped).
 """
 from __future__ import annotations
 
@@ -158,6 +159,11 @@ class BoxPromptTool(Tool):
         if event.key() == Qt.Key_Escape and self.origin is not None:
             self.cancel()
             return True
+        if event.key() == Qt.Key_Escape and self.service is not None and self.service.waiting:
+            self.service.cancel_waiting()
+            self._idle_cursor()
+            self.controller.message.emit("prompt cancelled; its answer will be dropped")
+            return True
         if event.key() in (Qt.Key_Control, Qt.Key_Shift, Qt.Key_Alt):
             self.modifiers_changed(event.modifiers())
         return False
@@ -202,9 +208,12 @@ class BoxPromptTool(Tool):
         if res.request.preview:
             self._show_preview(res)
             return
-        if not self.service.busy:
-            self.canvas.viewport().setCursor(self.cursor if self.canvas.tool is self else self.canvas.tool.cursor)
+        if not self.service.waiting:
+            self._idle_cursor()
         self._apply(res, res.request.mode)
+
+    def _idle_cursor(self) -> None:
+        self.canvas.viewport().setCursor(self.cursor if self.canvas.tool is self else self.canvas.tool.cursor)
 
     def _apply(self, res, mode: str) -> bool:
         c = self.controller
