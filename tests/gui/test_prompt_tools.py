@@ -463,9 +463,9 @@ def _feature_threads(monkeypatch):
     seen = []
     compute = PromptEngine._compute
 
-    def recording(self, image, window):
+    def recording(self, image, window, *rest):
         seen.append(threading.current_thread())
-        return compute(self, image, window)
+        return compute(self, image, window, *rest)
     monkeypatch.setattr(PromptEngine, "_compute", recording)
     return seen
 
