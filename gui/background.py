@@ -42,11 +42,14 @@ class Background:
         """Queue fn(*args, **kwargs); its result (or exception) goes to the callbacks on the
         GUI thread. A job cancelled before it started calls neither; after shutdown() a job
         is not run (its future comes back cancelled)."""
-        if self._closed:
+        try:
+            if self._closed:
+                raise RuntimeError("closed")
+            fut = self._executor.submit(fn, *args, **kwargs)
+        except RuntimeError:    # closed, or the executor refuses at interpreter exit
             fut = Future()
             fut.cancel()
             return fut
-        fut = self._executor.submit(fn, *args, **kwargs)
         if on_done is not None or on_error is not None:
             def finished(f: Future) -> None:
                 if f.cancelled():
