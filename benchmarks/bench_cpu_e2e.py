@@ -188,6 +188,53 @@ def run_arch(arch: str, path: Path, images, reps: int, thr: float) -> dict:
             "wall_bf16_vs_fp32": per_wall["fp32"] / per_wall["bf16-cl"], "outputs_ok": ok}
 
 
+def backbone_only(path: Path, size: int, reps: int) -> None:
+    """The backbone + FPN alone (most of the FLOPs): MaskLoop fp32, bf16-cl and ONNX Runtime's
+    CPU provider on the fp32 graph (optional: onnxruntime + onnx, never a MaskLoop dependency)."""
+    fp32, bf16 = make(path, "fp32"), make(path, "bf16-cl")
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 3, size, size), np.float32))
+    runs = {"fp32": lambda: fp32.model.backbone(x),
+            "bf16-cl": lambda: bf16.model.backbone(x.contiguous(memory_format=torch.channels_last))}
+    try:
+        import onnxruntime as ort
+
+        class Tup(torch.nn.Module):  # ONNX wants a tuple of outputs
+            def __init__(self, b):
+                super().__init__()
+                self.b = b
+
+            def forward(self, t):
+                return tuple(self.b(t).values())
+        onnx_path = Path(tempfile.mkdtemp()) / "backbone.onnx"
+        torch.onnx.export(Tup(fp32.model.backbone), (x,), str(onnx_path), input_names=["x"], opset_version=17,
+                          dynamo=False)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = torch.get_num_threads(), 1
+        sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        runs[f"onnxruntime {ort.__version__}"] = lambda: sess.run(None, {"x": x.numpy()})
+    except Exception as e:  # noqa: BLE001 - not installed, or no onnx package for the export
+        print(f"onnxruntime: skipped ({type(e).__name__}: {str(e)[:100]})")
+    with torch.inference_mode():
+        ref = [v.float() for v in runs["fp32"]().values()]
+        outs, cpu = {}, {k: [] for k in runs}
+        for k, f in runs.items():  # warm-up
+            outs[k] = f()
+        for _ in range(reps):
+            for k, f in runs.items():
+                c = time.process_time()
+                f()
+                cpu[k].append(time.process_time() - c)
+    print(f"\nbackbone + FPN only, {size}x{size}, median CPU s of {reps} ({load()})")
+    print("| backbone | CPU s | vs fp32 | max abs diff / feature range |")
+    print("|---|---|---|---|")
+    for k, ts in cpu.items():
+        o = outs[k]
+        o = list(o.values()) if isinstance(o, dict) else [torch.from_numpy(a) for a in o]
+        err = max(float((a.float() - b).abs().max() / (b.max() - b.min())) for a, b in zip(o, ref))
+        print(f"| {k} | {statistics.median(ts):.2f} | {statistics.median(cpu['fp32']) / statistics.median(ts):.2f}x | "
+              f"{err:.2g} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--archs", default="r18fpn_lite", help="comma-separated, e.g. r18fpn_lite,r18fpn,r50fpn")
@@ -199,6 +246,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-minutes", type=float, default=1.5)
     ap.add_argument("--models-dir", default=None, help="keep/reuse trained models here (default: a temp folder)")
     ap.add_argument("--train-only", action="store_true", help="train the models into --models-dir, time nothing")
+    ap.add_argument("--backbone", action="store_true", help="also time the backbone alone, with ONNX Runtime")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from engine.model.device import cpu_native_bf16
@@ -215,8 +263,10 @@ def main(argv=None) -> int:
     images = test_images(args.images, args.size)
     summary = {}
     for arch in [a.strip() for a in args.archs.split(",") if a.strip()]:
-        summary[arch] = run_arch(arch, trained_model(arch, args.train_minutes, models_dir), images, args.reps,
-                                 args.score)
+        path = trained_model(arch, args.train_minutes, models_dir)
+        summary[arch] = run_arch(arch, path, images, args.reps, args.score)
+        if args.backbone:
+            backbone_only(path, args.size, max(3, args.reps))
     print("\n| arch | bf16-cl vs MaskLoop fp32 (CPU time) | bf16-cl vs plain (CPU time) | vs fp32 (wall) | "
           "outputs within tolerance |")
     print("|---|---|---|---|---|")
