@@ -29,10 +29,16 @@ each warmed up on the first image, then --reps timed rounds over all images):
 Predictor(path, "cpu"), what a user gets, is one of fp32 / bf16-cl (printed).
 
 Outputs: each contender's instances against plain's, matched one to one by mask IoU >= 0.5
-(best score first). Tolerance (fixed before the first run): matched median mask IoU >= 0.95,
-min >= 0.80, score difference <= 0.02, and no unmatched instance whose score is more than
-0.02 away from the score threshold (a detection within 0.02 of the threshold may fall on
-either side under any rounding).
+(best score first), judged three ways:
+- the brief's tolerance (as tests/engine/test_cpu_path.py): each of the 10 best instances has
+  a partner with its bounding box within 1 px and its score within 0.01;
+- a per-detection tolerance over ALL instances (fixed before the first run): matched median
+  mask IoU >= 0.95, min >= 0.80, score difference <= 0.02, and no unmatched instance more
+  than 0.02 above the score threshold (one within 0.02 may fall on either side under any
+  rounding); the disagreements are listed;
+- acc50 against the ground truth (bench_learning's matcher): what a user would notice.
+A control row, fp32 on the image with +-1 grey level of noise, shows how far the outputs
+move for the smallest change an image file can carry.
 """
 from __future__ import annotations
 
@@ -66,17 +72,18 @@ def load() -> str:
 
 # -- a trained model per arch --------------------------------------------------------------------
 
-def trained_model(arch: str, minutes: float, models_dir: Path) -> Path:
-    """models_dir/arch/model.pt, trained here (engine trainer, CPU, synthetic nuclei) if absent."""
+def trained_model(arch: str, minutes: float, models_dir: Path, more: bool = False) -> Path:
+    """models_dir/arch/model.pt, trained here (engine trainer, CPU, synthetic nuclei) if absent;
+    more=True trains an existing one further (starting from it) for `minutes`."""
     from engine.demo import synthetic_project
     from engine.model.train import TrainConfig, train_project
     out = models_dir / arch / "model.pt"
-    if out.exists():
+    if out.exists() and not more:
         print(f"{arch}: reusing {out}")
         return out
     with tempfile.TemporaryDirectory() as tmp:
         proj = synthetic_project(Path(tmp) / "p", "nuclei", 16, 256, seed=0)
-        cfg = TrainConfig(arch=arch, base="scratch", device="cpu", minutes=minutes, epochs=10000, seed=0,
+        cfg = TrainConfig(arch=arch, base=str(out) if out.exists() else "scratch", device="cpu", minutes=minutes, epochs=10000, seed=0,
                           val_fraction=0.25)
         t0 = time.perf_counter()
         res = train_project(proj, cfg)
@@ -86,19 +93,67 @@ def trained_model(arch: str, minutes: float, models_dir: Path) -> Path:
         if res.model_path is None:
             raise SystemExit(f"{arch}: no checkpoint after {minutes} min of training; give it more --train-minutes")
         out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(res.model_path, out)
+        shutil.copy2(res.model_path, out.with_suffix(".new"))
+        os.replace(out.with_suffix(".new"), out)
     return out
 
 
 # -- images ----------------------------------------------------------------------------------------
 
-def test_images(n: int, size: int) -> list[tuple[str, np.ndarray]]:
+def real_mosaic(size: int):
+    """(image, label map): a size x size mosaic of bitdepth_nucseg_40x images and their
+    hand-drawn labels (ids made unique per tile); the same tiling as bench_cpu_path.real_image."""
+    import tifffile
+    from bench_cpu_path import FIXTURE
+    from engine.formats.labelmap import read_labelmap
+    files = sorted((FIXTURE / "images").glob("*.tif"))[:16]
+    imgs = [tifffile.imread(f) for f in files]
+    labs = [read_labelmap(FIXTURE / "labels" / f.name).astype(np.int64) for f in files]
+    h, w = imgs[0].shape[:2]
+    nr, nc = -(-size // h), -(-size // w)
+    def tile(r, c, lab):
+        k = (r * 4 + c) % len(files)
+        if not lab:
+            return imgs[k]
+        t = labs[k].copy()
+        t[t > 0] += (r * nc + c) * 100000
+        return t
+    out = []
+    for lab in (False, True):
+        rows = [np.concatenate([tile(r, c, lab) for c in range(nc)], 1) for r in range(nr)]
+        out.append(np.ascontiguousarray(np.concatenate(rows, 0)[:size, :size]))
+    return out[0], out[1]
+
+
+def test_images(n: int, size: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, image, ground-truth label map)."""
     from engine import synthetic as S
-    from bench_cpu_path import FIXTURE, real_image
-    imgs = [(f"synthetic nuclei seed {500 + k}", S.nuclei_sample(size, seed=500 + k).image) for k in range(n)]
+    from bench_cpu_path import FIXTURE
+    imgs = []
+    for k in range(n):
+        smp = S.nuclei_sample(size, seed=500 + k)
+        imgs.append((f"synthetic nuclei seed {500 + k}", smp.image, smp.label_image()))
     if FIXTURE.is_dir():
-        imgs.append(("bitdepth_nucseg_40x mosaic", real_image(size)))
+        imgs.append(("bitdepth_nucseg_40x mosaic", *real_mosaic(size)))
     return imgs
+
+
+def accuracy(insts, truth: np.ndarray) -> float:
+    """acc50 = TP / (TP + FP + FN) at mask IoU > 0.5 against the truth (bench_learning's matcher)."""
+    from bench_learning import instance_masks, match_counts, summarise
+    return summarise([match_counts(instance_masks(insts), truth)])["acc50"]
+
+
+def top_agree(ref, other, pairs, k: int = 10) -> bool:
+    """The brief's tolerance (tests/engine/test_cpu_path.py): each of ref's k best instances has
+    a partner with its bounding box within 1 px and its score within 0.01."""
+    partner = dict(pairs)
+    for i in sorted(range(len(ref)), key=lambda i: -ref[i].score)[:k]:
+        j = partner.get(i)
+        if j is None or abs(ref[i].score - other[j].score) > 0.01 or \
+                max(abs(a - b) for a, b in zip(ref[i].bbox, other[j].bbox)) > 1:
+            return False
+    return True
 
 
 # -- contenders and comparison ---------------------------------------------------------------------
@@ -128,15 +183,29 @@ def compare(ref, other, thr: float) -> dict:
     ious = [iou[i, j] for i, j in pairs]
     ds = [abs(ref[i].score - other[j].score) for i, j in pairs]
     hit_ref = {i for i, _ in pairs}
-    lone = [r for i, r in enumerate(ref) if i not in hit_ref] + [o for j, o in enumerate(other) if j not in used]
+    lone_ref = [i for i in range(len(ref)) if i not in hit_ref]
+    lone_other = [j for j in range(len(other)) if j not in used]
+    lone = [ref[i] for i in lone_ref] + [other[j] for j in lone_other]
+    # what each real disagreement is: side, score, area, best IoU with the other side's instances
+    far = [("plain", ref[i].score, ref[i].area, float(iou[i].max(initial=0))) for i in lone_ref] + \
+          [("other", other[j].score, other[j].area, float(iou[:, j].max(initial=0))) for j in lone_other]
     c = {"ref": len(ref), "other": len(other), "matched": len(pairs),
          "median_iou": float(np.median(ious)) if ious else 0.0, "min_iou": float(min(ious)) if ious else 0.0,
          "max_dscore": float(max(ds)) if ds else 0.0, "lone": len(lone),
-         "lone_far": sum(1 for x in lone if x.score > thr + TOL["band"])}
+         "iou_below_09": sum(1 for v in ious if v < 0.9), "dscore_above_001": sum(1 for v in ds if v > 0.01),
+         "lone_far": sum(1 for x in lone if x.score > thr + TOL["band"]),
+         "far": [f for f in far if f[1] > thr + TOL["band"]], "top10": top_agree(ref, other, pairs)}
     c["ok"] = c["lone_far"] == 0 and (not pairs or (c["median_iou"] >= TOL["median_iou"]
                                                     and c["min_iou"] >= TOL["min_iou"]
                                                     and c["max_dscore"] <= TOL["dscore"]))
     return c
+
+
+def one_lsb(img: np.ndarray) -> np.ndarray:
+    """img with -1, 0 or +1 grey level added per pixel (seeded), clipped to its integer range."""
+    noise = np.random.default_rng(1).integers(-1, 2, img.shape)
+    info = np.iinfo(img.dtype)
+    return np.clip(img.astype(np.int64) + noise, info.min, info.max).astype(img.dtype)
 
 
 def run_arch(arch: str, path: Path, images, reps: int, thr: float) -> dict:
@@ -153,7 +222,7 @@ def run_arch(arch: str, path: Path, images, reps: int, thr: float) -> dict:
     cpu = {k: [] for k in preds}
     outs: dict = {}
     for _ in range(reps):
-        for name, img in images:
+        for name, img, _ in images:
             for k, p in preds.items():  # interleaved: a load change hits every contender alike
                 t, c = time.perf_counter(), time.process_time()
                 outs[(k, name)] = p.predict(img, score_threshold=thr)
@@ -171,21 +240,34 @@ def run_arch(arch: str, path: Path, images, reps: int, thr: float) -> dict:
         v, w = per[k], per_wall[k]
         print(f"| {k}{' (the default here)' if k == same else ''} | {v:.2f} | {per['plain'] / v:.2f}x | "
               f"{per['fp32'] / v:.2f}x | {w:.2f} | {per_wall['plain'] / w:.2f}x | {per_wall['fp32'] / w:.2f}x |")
-    print("| image | contender | instances (plain) | matched | median / min mask IoU | max score diff | "
-          "unmatched (of them > thr + 0.02) | within tolerance |")
-    print("|---|---|---|---|---|---|---|---|")
-    ok = True
-    for name, _ in images:
+    # the control: plain fp32 on the image with +-1 grey level of noise (the smallest change a
+    # file can carry) shows how much this model's outputs move for an invisible input change
+    for name, img, _ in images:
+        outs[("fp32 on +-1 LSB", name)] = preds["fp32"].predict(one_lsb(img), score_threshold=thr)
+    print("| image | contender | instances (plain) | matched | median / min mask IoU | matched IoU < 0.9 | "
+          "max score diff | score diff > 0.01 | unmatched (of them > thr + 0.02) | top 10: box 1 px, score 0.01 | "
+          "acc50 vs truth (plain) | all within the per-detection tolerance |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    ok, top_ok, details = True, True, []
+    for name, _, truth in images:
         ref = outs[("plain", name)]
-        for k in ("fp32", "bf16-cl"):
+        acc_ref = accuracy(ref, truth)
+        for k in ("fp32", "bf16-cl", "fp32 on +-1 LSB"):
             c = compare(ref, outs[(k, name)], thr)
-            ok &= c["ok"]
-            print(f"| {name} | {k} | {c['other']} ({c['ref']}) | {c['matched']} | {c.get('median_iou', 0):.3f} / "
-                  f"{c['min_iou']:.3f} | {c['max_dscore']:.4f} | {c['lone']} ({c['lone_far']}) | "
-                  f"{'yes' if c['ok'] else 'NO'} |")
+            if k == "bf16-cl":
+                ok &= c["ok"]
+                top_ok &= c["top10"]
+            print(f"| {name} | {k} | {c['other']} ({c['ref']}) | {c['matched']} | {c['median_iou']:.3f} / "
+                  f"{c['min_iou']:.3f} | {c['iou_below_09']} | {c['max_dscore']:.4f} | {c['dscore_above_001']} | "
+                  f"{c['lone']} ({c['lone_far']}) | {'yes' if c['top10'] else 'NO'} | "
+                  f"{accuracy(outs[(k, name)], truth):.4f} ({acc_ref:.4f}) | {'yes' if c['ok'] else 'NO'} |")
+            details.extend(f"{name}, {k}: only in {side}, score {sc:.3f}, area {a} px, best IoU with the "
+                           f"other side {bi:.2f}" for side, sc, a, bi in c["far"])
+    for d in details:
+        print("  " + d)
     return {"speedup_bf16_vs_fp32": per["fp32"] / per["bf16-cl"],
             "speedup_bf16_vs_plain": per["plain"] / per["bf16-cl"],
-            "wall_bf16_vs_fp32": per_wall["fp32"] / per_wall["bf16-cl"], "outputs_ok": ok}
+            "wall_bf16_vs_fp32": per_wall["fp32"] / per_wall["bf16-cl"], "outputs_ok": ok, "top_ok": top_ok}
 
 
 def backbone_only(path: Path, size: int, reps: int) -> None:
@@ -246,6 +328,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train-minutes", type=float, default=1.5)
     ap.add_argument("--models-dir", default=None, help="keep/reuse trained models here (default: a temp folder)")
     ap.add_argument("--train-only", action="store_true", help="train the models into --models-dir, time nothing")
+    ap.add_argument("--train-more", action="store_true", help="with --train-only: train existing models further")
     ap.add_argument("--backbone", action="store_true", help="also time the backbone alone, with ONNX Runtime")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -258,7 +341,7 @@ def main(argv=None) -> int:
     models_dir = Path(args.models_dir) if args.models_dir else Path(tmp.name)
     if args.train_only:
         for arch in [a.strip() for a in args.archs.split(",") if a.strip()]:
-            trained_model(arch, args.train_minutes, models_dir)
+            trained_model(arch, args.train_minutes, models_dir, more=args.train_more)
         return 0
     images = test_images(args.images, args.size)
     summary = {}
@@ -268,11 +351,11 @@ def main(argv=None) -> int:
         if args.backbone:
             backbone_only(path, args.size, max(3, args.reps))
     print("\n| arch | bf16-cl vs MaskLoop fp32 (CPU time) | bf16-cl vs plain (CPU time) | vs fp32 (wall) | "
-          "outputs within tolerance |")
-    print("|---|---|---|---|---|")
+          "top 10 within 1 px / 0.01 | every detection within the per-detection tolerance |")
+    print("|---|---|---|---|---|---|")
     for arch, s in summary.items():
         print(f"| {arch} | {s['speedup_bf16_vs_fp32']:.2f}x | {s['speedup_bf16_vs_plain']:.2f}x | "
-              f"{s['wall_bf16_vs_fp32']:.2f}x | {'yes' if s['outputs_ok'] else 'no'} |")
+              f"{s['wall_bf16_vs_fp32']:.2f}x | {'yes' if s['top_ok'] else 'no'} | {'yes' if s['outputs_ok'] else 'no'} |")
     tmp.cleanup()
     return 0
 
