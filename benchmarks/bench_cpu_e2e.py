@@ -81,6 +81,16 @@ def trained_model(arch: str, minutes: float, models_dir: Path, more: bool = Fals
     if out.exists() and not more:
         print(f"{arch}: reusing {out}")
         return out
+    if minutes <= 0:  # speed only: a random-init model (its outputs check means nothing)
+        from bench_cpu_path import make_ckpt
+        from engine.model.build import save_checkpoint
+        from engine.model.checkpoint import model_from_checkpoint
+        ck = make_ckpt(arch)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out, model_from_checkpoint(ck), label_names=ck["label_names"],
+                        normalization=ck["normalization"], run="untrained")
+        print(f"{arch}: UNTRAINED (random init), for speed only")
+        return out
     with tempfile.TemporaryDirectory() as tmp:
         proj = synthetic_project(Path(tmp) / "p", "nuclei", 16, 256, seed=0)
         cfg = TrainConfig(arch=arch, base=str(out) if out.exists() else "scratch", device="cpu", minutes=minutes, epochs=10000, seed=0,
@@ -325,7 +335,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=1, help="timed rounds after one warm-up round")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--score", type=float, default=0.5)
-    ap.add_argument("--train-minutes", type=float, default=1.5)
+    ap.add_argument("--train-minutes", type=float, default=1.5,
+                    help="training budget per arch; 0: an untrained model, for speed only")
     ap.add_argument("--models-dir", default=None, help="keep/reuse trained models here (default: a temp folder)")
     ap.add_argument("--train-only", action="store_true", help="train the models into --models-dir, time nothing")
     ap.add_argument("--train-more", action="store_true", help="with --train-only: train existing models further")
