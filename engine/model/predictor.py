@@ -13,10 +13,10 @@
 - Masks are pasted into their box only (never one full-image float mask per
   detection), so 1000+ instances per image cost little memory.
 - On CUDA: inference_mode, autocast (bf16 where supported, else fp16), channels_last,
-  tiles batched. On CPU: fp32, conv+BatchNorm fused, no upscaling. amp="bf16" on a CPU
-  with native bf16 (AVX512_BF16 or AMX; device.cpu_native_bf16) runs the conv parts under
-  bf16 autocast with channels_last (oneDNN): 2x fp32 on the backbone here, opt-in until
-  its end-to-end check is done (docs/benchmarks.md, the CPU path).
+  tiles batched. On CPU: conv+BatchNorm fused, no upscaling, and where the CPU computes
+  bf16 in hardware (AVX512_BF16 or AMX; the rule is device.cpu_bf16_default) the conv parts
+  run under bf16 autocast with channels_last (oneDNN), else fp32. amp=False or
+  $MASKLOOP_CPU_BF16=0 keeps fp32 (docs/benchmarks.md, the CPU path).
 - `predict_items` writes results into a Project: status "predicted" (also when nothing
   was found), reviewed items are never overwritten, progress and cancel per item.
 """
