@@ -93,7 +93,8 @@ def trained_model(arch: str, minutes: float, models_dir: Path, more: bool = Fals
         return out
     with tempfile.TemporaryDirectory() as tmp:
         proj = synthetic_project(Path(tmp) / "p", "nuclei", 16, 256, seed=0)
-        cfg = TrainConfig(arch=arch, base=str(out) if out.exists() else "scratch", device="cpu", minutes=minutes, epochs=10000, seed=0,
+        cfg = TrainConfig(arch=arch, base=str(out) if out.exists() else "scratch", device="cpu", minutes=minutes,
+                          epochs=10000, seed=0,
                           val_fraction=0.25)
         t0 = time.perf_counter()
         res = train_project(proj, cfg)
@@ -366,7 +367,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|")
     for arch, s in summary.items():
         print(f"| {arch} | {s['speedup_bf16_vs_fp32']:.2f}x | {s['speedup_bf16_vs_plain']:.2f}x | "
-              f"{s['wall_bf16_vs_fp32']:.2f}x | {'yes' if s['top_ok'] else 'no'} | {'yes' if s['outputs_ok'] else 'no'} |")
+              f"{s['wall_bf16_vs_fp32']:.2f}x | {'yes' if s['top_ok'] else 'no'} | "
+              f"{'yes' if s['outputs_ok'] else 'no'} |")
     tmp.cleanup()
     return 0
 
