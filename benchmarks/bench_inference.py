@@ -13,8 +13,8 @@ synthetic 16-bit nuclei images, normalised the same way (percentiles) in both ti
   full-image masks thresholded at 0.5 and copied to the CPU.
 - MaskLoop: Predictor with the device's defaults (native resolution 1024 px, max 100
   detections and score 0.05 so the mask head does the same work; on CUDA bf16/fp16
-  autocast, channels_last, batches; on a CPU with native bf16, bf16 autocast +
-  channels_last, engine.model.device.cpu_bf16_default; the "recipe" field says which).
+  autocast, channels_last, batches; on the CPU fp32 for R50-FPN, as
+  engine.model.device.cpu_bf16_default rules; the "recipe" field says which).
   Process CPU time per image is recorded too: on a shared machine it is the work done.
 An untrained model scores every box near 0.5, so both sides keep their 100-detection cap:
 the detections per image are printed to show the work is comparable.
