@@ -2,9 +2,10 @@
 plain torchvision-style fp32 vs MaskLoop fp32 vs bf16 + channels_last, timed in one run and
 with the outputs compared (issue 15; bench_cpu_path.py has the per-stage and backbone figures).
 
-    taskset -c 1 nice -n 19 python benchmarks/bench_cpu_e2e.py                # r18fpn_lite, 2 images
-    taskset -c 1 nice -n 19 python benchmarks/bench_cpu_e2e.py --archs r18fpn_lite,r18fpn,r50fpn \
-        --images 3 --reps 2 --models-dir /tmp/cpu-e2e-models                 # the issue's run
+    taskset -c 1 nice -n 19 python benchmarks/bench_cpu_e2e.py     # small: r18fpn_lite, 512 px, 2 images
+    taskset -c 1 nice -n 19 python benchmarks/bench_cpu_e2e.py --archs r18fpn_lite,r18fpn --size 1024 \
+        --images 2 --reps 3 --backbone --train-minutes 6 --models-dir /tmp/cpu-e2e-models   # the issue's run
+    (train a model further: --train-only --train-more --archs r18fpn --train-minutes 10 --models-dir ...)
 
 Models: each arch is trained from scratch with the engine's own trainer (train_project,
 TrainConfig(minutes=--train-minutes), CPU) on a synthetic nuclei project, so its scores are
@@ -331,7 +332,7 @@ def backbone_only(path: Path, size: int, reps: int) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--archs", default="r18fpn_lite", help="comma-separated, e.g. r18fpn_lite,r18fpn,r50fpn")
-    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--size", type=int, default=512, help="image size (the issue's figure: 1024)")
     ap.add_argument("--images", type=int, default=2, help="synthetic test images (plus the real mosaic)")
     ap.add_argument("--reps", type=int, default=1, help="timed rounds after one warm-up round")
     ap.add_argument("--threads", type=int, default=1)
