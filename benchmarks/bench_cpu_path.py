@@ -21,6 +21,8 @@ optimize_for_inference, ONNX Runtime (if installed), torch.compile (--compile; s
 
 The outputs check (--model, a trained checkpoint) compares each candidate's instances with
 fp32's on real 40x nuclei (a 2x2 mosaic of bitdepth_nucseg_40x images) or synthetic ones.
+The end-to-end comparison on trained models that decided the CPU default is
+bench_cpu_e2e.py.
 """
 from __future__ import annotations
 

@@ -13,10 +13,10 @@
 - Masks are pasted into their box only (never one full-image float mask per
   detection), so 1000+ instances per image cost little memory.
 - On CUDA: inference_mode, autocast (bf16 where supported, else fp16), channels_last,
-  tiles batched. On CPU: fp32, conv+BatchNorm fused, no upscaling. amp="bf16" on a CPU
-  with native bf16 (AVX512_BF16 or AMX; device.cpu_native_bf16) runs the conv parts under
-  bf16 autocast with channels_last (oneDNN): 2x fp32 on the backbone here, opt-in until
-  its end-to-end check is done (docs/benchmarks.md, the CPU path).
+  tiles batched. On CPU: conv+BatchNorm fused, no upscaling; for r18fpn_lite on a CPU that
+  computes bf16 in hardware (AVX512_BF16 or AMX; the rule is device.cpu_bf16_default) the
+  conv parts run under bf16 autocast with channels_last (oneDNN), else fp32. amp=False or
+  $MASKLOOP_CPU_BF16=0 keeps fp32, amp="bf16" asks for it (docs/benchmarks.md, the CPU path).
 - `predict_items` writes results into a Project: status "predicted" (also when nothing
   was found), reviewed items are never overwritten, progress and cancel per item.
 """
@@ -115,7 +115,7 @@ class Predictor:
         if run is None:
             run = ckpt.get("run") or (Path(path).parent.name if path else None)
         largest = (ckpt.get("extra") or {}).get("largest_object")
-        self._setup(net, list(ckpt["label_names"]), ckpt["normalization"], device, run=run,
+        self._setup(net, list(ckpt["label_names"]), ckpt["normalization"], device, run=run, arch=ckpt.get("arch"),
                     batch_size=batch_size, tile=tile, overlap=overlap, max_detections=max_detections,
                     amp=amp, channels_last=channels_last, fuse=fuse,
                     largest_object=largest if isinstance(largest, int) and largest > 0 else None)
@@ -136,15 +136,16 @@ class Predictor:
             net = copy.deepcopy(net)
         else:
             kw.setdefault("fuse", False)  # never fold BatchNorm of a model someone else still trains
-        self._setup(net, list(label_names), normalization, device, run=run, **kw)
+        arch = (getattr(net, "maskloop_config", None) or {}).get("arch")
+        self._setup(net, list(label_names), normalization, device, run=run, arch=arch, **kw)
         self.path = None
-        self.arch = (getattr(net, "maskloop_config", None) or {}).get("arch")
+        self.arch = arch
         self.metrics = {}
         return self
 
     def _setup(self, net, label_names, normalization, device, *, run, batch_size=None, tile=DEFAULT_TILE,
                overlap=None, max_detections=1000, amp=True, channels_last=None, fuse=True, expected_labels=None,
-               largest_object=None):
+               largest_object=None, arch=None):
         if expected_labels is not None:
             check_labels({"label_names": list(label_names)}, expected_labels)
         self.device = resolve_device(device)
@@ -158,7 +159,7 @@ class Predictor:
         if self.tile and self.overlap >= self.tile:
             raise ValueError(f"tile overlap {self.overlap} must be smaller than the tile {self.tile}")
         self.max_detections = int(max_detections)
-        self.amp_dtype = amp_dtype(self.device, amp)
+        self.amp_dtype = amp_dtype(self.device, amp, arch)
         if channels_last is None:  # with reduced precision on the CPU too: oneDNN's fast bf16 convs want it
             channels_last = self.device.type == "cuda" or (self.device.type == "cpu" and self.amp_dtype is not None)
         self.channels_last = bool(channels_last)

@@ -1,12 +1,14 @@
-"""The CPU inference recipe: bf16 autocast + channels_last where the CPU computes bf16 in
-hardware (AVX512_BF16 / AMX), plain fp32 elsewhere; the fast path gives the plain path's
-instances (benchmarks/bench_cpu_path.py measures the speed)."""
+"""The CPU inference default: bf16 autocast + channels_last for r18fpn_lite where the CPU
+computes bf16 in hardware (AVX512_BF16 / AMX), plain fp32 elsewhere, $MASKLOOP_CPU_BF16 and amp=False to turn
+it off; the fast path gives the plain path's detections (benchmarks/bench_cpu_e2e.py measures
+speed and trained-model outputs)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from engine import synthetic as S
+from engine.errors import MaskLoopError
 from engine.model import build as B
 from engine.model import device as D
 from engine.model.normalize import percentile_policy
@@ -20,31 +22,63 @@ def _caps(monkeypatch, **flags):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {**base, **flags})
 
 
+@pytest.fixture(autouse=True)
+def _no_env_switch(monkeypatch):
+    monkeypatch.delenv(D.CPU_BF16_ENV, raising=False)
+
+
 @pytest.mark.parametrize("flags, native", [({}, False), ({"avx512_bf16": True}, True), ({"amx_bf16": True}, True)])
-def test_native_bf16_follows_the_cpu_flags(monkeypatch, flags, native):
+def test_the_cpu_default_is_bf16_only_where_the_cpu_has_it(monkeypatch, flags, native):
     _caps(monkeypatch, **flags)
     assert D.cpu_native_bf16() is native
     cpu = torch.device("cpu")
-    assert D.amp_dtype(cpu, True) is None  # the CPU default stays fp32 (opt-in, see the module doc)
-    assert D.amp_dtype(cpu, False) is None
-    assert D.amp_dtype(cpu, "bf16") == torch.bfloat16
+    assert D.amp_dtype(cpu, True, "r18fpn_lite") == (torch.bfloat16 if native else None)
+    assert D.amp_dtype(cpu, True, "r18fpn") is None  # failed the trained-model check: fp32
+    assert D.amp_dtype(cpu, True, "r50fpn") is None and D.amp_dtype(cpu, True) is None  # not checked: fp32
+    assert D.amp_dtype(cpu, False, "r18fpn_lite") is None
+    assert D.amp_dtype(cpu, "bf16", "r50fpn") == torch.bfloat16  # asked for: on any arch
+    assert D.amp_dtype(torch.device("mps"), True, "r18fpn_lite") is None  # the rule is the CPU's only
 
 
 def test_no_capability_query_means_no_native_bf16(monkeypatch):
     monkeypatch.delattr(torch.cpu, "get_capabilities")
     assert D.cpu_native_bf16() is False
+    assert D.amp_dtype(torch.device("cpu"), True, "r18fpn_lite") is None
 
 
-def test_cpu_recipe_default_and_the_switch():
+@pytest.mark.parametrize("value, native, arch, want", [
+    ("0", True, "r18fpn_lite", None), ("off", True, "r18fpn_lite", None),
+    ("auto", True, "r18fpn_lite", torch.bfloat16), ("", False, "r18fpn_lite", None),
+    ("1", False, "r18fpn_lite", torch.bfloat16), ("1", True, "r50fpn", torch.bfloat16)])
+def test_the_env_switch(monkeypatch, value, native, arch, want):
+    _caps(monkeypatch, avx512_bf16=native)
+    monkeypatch.setenv(D.CPU_BF16_ENV, value)
+    assert D.amp_dtype(torch.device("cpu"), True, arch) == want
+
+
+def test_a_bad_env_value_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(D.CPU_BF16_ENV, "maybe")
+    with pytest.raises(MaskLoopError, match="MASKLOOP_CPU_BF16"):
+        D.amp_dtype(torch.device("cpu"), True, "r18fpn_lite")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_cpu_predictor_default_follows_the_cpu_and_the_arch(monkeypatch, tmp_path, native):
+    _caps(monkeypatch, avx512_bf16=native)
     torch.manual_seed(0)
-    m = B.build_model("r18fpn", 2)
-    plain = Predictor.from_model(m, ["nucleus"], POLICY, "cpu")
-    assert plain.amp_dtype is None and not plain.channels_last
-    assert type(plain.model.backbone).__name__ != "Autocast"
-    fast = Predictor.from_model(m, ["nucleus"], POLICY, "cpu", amp="bf16")
-    assert fast.amp_dtype == torch.bfloat16 and fast.channels_last  # channels_last follows bf16 on the CPU
-    assert type(fast.model.backbone).__name__ == "Autocast" and fast.model.transform.channels_last
+    m = B.build_model("r18fpn_lite", 2)
+    p = Predictor.from_model(m, ["nucleus"], POLICY, "cpu")
+    assert (p.amp_dtype == torch.bfloat16) is native and p.channels_last is native  # channels_last follows bf16
+    assert (type(p.model.backbone).__name__ == "Autocast") is native
+    assert p.model.transform.channels_last is native
+    # from a checkpoint file: the arch it records decides
+    B.save_checkpoint(tmp_path / "m.pt", m, label_names=["nucleus"], normalization=POLICY, run="r")
+    assert (Predictor(tmp_path / "m.pt", "cpu").amp_dtype == torch.bfloat16) is native
+    off = Predictor.from_model(m, ["nucleus"], POLICY, "cpu", amp=False)  # the per-predictor switch
+    assert off.amp_dtype is None and not off.channels_last and type(off.model.backbone).__name__ != "Autocast"
     assert Predictor.from_model(m, ["nucleus"], POLICY, "cpu", amp="bf16", channels_last=False).channels_last is False
+    r18 = Predictor.from_model(B.build_model("r18fpn", 2), ["nucleus"], POLICY, "cpu")
+    assert r18.amp_dtype is None and not r18.channels_last  # r18fpn stays fp32 on any CPU
 
 
 def _predictor(model, **kw) -> Predictor:

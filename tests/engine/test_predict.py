@@ -360,7 +360,7 @@ def test_reduced_precision_keeps_box_decoding_in_fp32(r18_path):
     """The autocast path (bf16 here on the CPU; bf16/fp16 on CUDA) runs only the conv parts
     in reduced precision: boxes stay within a pixel or two of fp32."""
     img = S.nuclei_sample(192, seed=0).image
-    ref = fewer_proposals(Predictor(r18_path, "cpu", max_detections=5)).predict(img, score_threshold=0)
+    ref = fewer_proposals(Predictor(r18_path, "cpu", max_detections=5, amp=False)).predict(img, score_threshold=0)
     p = fewer_proposals(Predictor(r18_path, "cpu", max_detections=5, amp="bf16"))
     assert p.amp_dtype == torch.bfloat16 and type(p.model.backbone).__name__ == "Autocast"
     low = p.predict(img, score_threshold=0)
@@ -437,7 +437,7 @@ def test_cuda_recipe_on_cpu_batched_channels_last_tiles_agree(r18_path):
     CPU: fp32 gives the plain run's detections; bf16 the same leading boxes within 2 px."""
     img = S.nuclei_sample((200, 200), seed=1).image
     kw = dict(max_detections=20, tile=128, overlap=32)
-    ref = fewer_proposals(Predictor(r18_path, "cpu", **kw)).predict(img, score_threshold=0.0)
+    ref = fewer_proposals(Predictor(r18_path, "cpu", amp=False, **kw)).predict(img, score_threshold=0.0)
     fast = fewer_proposals(Predictor(r18_path, "cpu", batch_size=4, channels_last=True, amp=False, **kw))
     out = fast.predict(img, score_threshold=0.0)
     assert fast.last_timing["tiles"] == 4 and len(out) == len(ref) > 10
