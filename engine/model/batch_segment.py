@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from collections import Counter
 from typing import Callable, Optional, Sequence
 
 from ..jobs import CancelToken, ProgressFn, check, report
@@ -139,11 +138,20 @@ def segment_distributed(project, predictor, item_ids: Sequence[str], *, score_th
     if rank == 0:
         total = {k: sum(len(r[k]) if isinstance(r[k], list) else r[k] for r in results)
                  for k in ("predicted", "skipped", "resumed", "instances")}
-        total["after"] = dict(sum((Counter(r.get("after") or {}) for r in results), Counter()))
+        total["after"] = summed_counts([r.get("after") or {} for r in results])
         _finish(journal.folder, total, world)
         res["total"] = total
     barrier()  # nobody leaves before rank 0 has finished the run
     return res
+
+
+def summed_counts(counts: Sequence[dict]) -> dict:
+    """Per-key sums of the ranks' counts; a key counted 0 stays (a Counter sum drops it)."""
+    out: dict = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return out
 
 
 def segment_item(project, predictor, item_id: str, *, score_threshold: float = 0.5, tile: Optional[int] = None,
