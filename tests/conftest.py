@@ -10,6 +10,17 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+# --- one compute thread per process (issue 14: the suite beside busy loops) -----------------
+#: The tests' models are toys (64-96 px images): with torch's default of one OpenMP thread
+#: per core, its threads spin-wait for each other, and on a machine where other work holds
+#: the cores a waiting thread burns its slice. Measured on the dev VM (2 shared cores,
+#: load ~7): the tiny training run took 25 CPU-s with 2 threads and 11 CPU-s with 1, and
+#: less wall time too. Set before torch is imported, so it holds for this process and for
+#: every child (CLI runs, torchrun ranks, the GUI's training process, gpu_check.sh);
+#: OMP_NUM_THREADS=N pytest still chooses otherwise. The code paths are the same.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("MASKLOOP_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
