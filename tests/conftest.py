@@ -21,6 +21,28 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+#: glibc hands each tensor above its mmap threshold (at most 32 MiB) fresh pages from the
+#: kernel and returns them on free, so a training step page-faults its activations in anew
+#: every time: the tiny run spent 2.4 of 11 CPU-s in the kernel (550k page faults). With
+#: freed memory kept for reuse it was 1.0-1.5 s (210k faults) and ~10-20 % less CPU in all.
+#: Children read the environment at start; this process is set through mallopt below.
+_HEAP_KEEP = 1 << 30
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(_HEAP_KEEP))
+os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(_HEAP_KEEP))
+
+
+def _keep_freed_heap() -> None:
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, int(os.environ["MALLOC_MMAP_THRESHOLD_"]))  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, int(os.environ["MALLOC_TRIM_THRESHOLD_"]))  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError, ValueError):  # not glibc: its allocator, its defaults
+        pass
+
+
+_keep_freed_heap()
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("MASKLOOP_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
