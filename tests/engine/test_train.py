@@ -96,7 +96,7 @@ def test_run_folder_and_registration(reference_run):
     assert metrics["status"] == "done" and metrics["epoch"] == res.best["epoch"]
     assert 0.0 <= metrics["mask_AP50"] <= 1.0
     cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["arch"] == "r18fpn" and cfg["labels"] == ["nucleus"] and len(cfg["data"]["val_items"]) == 1
+    assert cfg["arch"] == res.config["arch"] == "r18fpn_lite" and cfg["labels"] == ["nucleus"] and len(cfg["data"]["val_items"]) == 1
     ck = load_checkpoint(run_dir / "model.pt")  # weights_only, validated
     assert ck["label_names"] == ["nucleus"] and ck["normalization"]["kind"] == "percentile"
     assert ck["run"] == res.run
