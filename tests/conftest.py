@@ -122,7 +122,7 @@ _floor_qtbot_waits()
 #: this config (cancel/resume, NaN, early stop, fine-tune, bf16/fp16); the other tests only
 #: need *a* trained model and take a copy, so the suite trains it once. r18fpn_lite: 3.0
 #: CPU-s for this run against 9.4 for r18fpn (dev VM, 1 thread, load ~11); r18fpn is still
-#: trained by the learning test, the DDP and budget tests, test_learning_recipe and the e2e loop.
+#: trained by the DDP and budget tests, test_learning_recipe and the e2e loop.
 TINY_TRAIN = dict(arch="r18fpn_lite", base="scratch", epochs=2, batch_size=2, device="cpu", seed=0, val_fraction=0.25,
                   rois_per_image=64, rpn_post_nms_train=300, keep_last=True)
 

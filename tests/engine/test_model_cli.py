@@ -17,7 +17,7 @@ from engine.model import progress as P
 from engine.project import Project
 
 REPO = Path(__file__).resolve().parents[2]
-# r18fpn_lite, the CPU default: ~3x cheaper per step than r18fpn (which the learning, DDP,
+# r18fpn_lite, the CPU default: ~3x cheaper per step than r18fpn (which the DDP,
 # budget and e2e tests train); what is checked here is the command, not the architecture
 TINY = ["--device", "cpu", "--arch", "r18fpn_lite", "--base", "scratch", "--batch-size", "2", "--val-fraction", "0.25"]
 
