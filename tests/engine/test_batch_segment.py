@@ -61,19 +61,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _segment(root: Path, model: Path, nproc: int = 1, *extra: str) -> subprocess.CompletedProcess:
+def _segment_torchrun(root: Path, model: Path, nproc: int) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    args = [str(REPO / "main.py"), "segment", str(root), "--model", str(model), "--device", "cpu",
-            "--score", "0.05", *extra]
-    if nproc == 1:
-        cmd = [sys.executable, *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-               "127.0.0.1", "--master_port", str(_free_port()), *args]
+    args = [str(REPO / "main.py"), "segment", str(root), "--model", str(model), "--device", "cpu", "--score", "0.05"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
+           "127.0.0.1", "--master_port", str(_free_port()), *args]
     # no wall-clock limit here: pytest's per-test timeout is the hang guard (a busy machine is slow)
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
+
+
+def _segment_here(capsys, root: Path, model: Path, *extra: str) -> SimpleNamespace:
+    """`main.py segment` on one process, run in this process: the command's own code (the
+    two-process run is the one that needs torchrun), one torch start-up less per call."""
+    from engine.cli import run as cli_run
+    capsys.readouterr()
+    code = cli_run(["segment", str(root), "--model", str(model), "--device", "cpu", "--score", "0.05", *extra])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    return SimpleNamespace(stdout=out, stderr=err)
 
 
 def _results(proj: Project) -> dict:
@@ -93,12 +100,12 @@ def _results(proj: Project) -> dict:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_equal_one_process_and_resume_skips(segmented_src, tmp_path):
+def test_two_gloo_processes_equal_one_process_and_resume_skips(segmented_src, tmp_path, capsys):
     src, model = segmented_src
     one = _copy(src, tmp_path / "one")
     two = _copy(src, tmp_path / "two")
-    r1 = _segment(one.root, model)
-    r2 = _segment(two.root, model, 2)
+    r1 = _segment_here(capsys, one.root, model)
+    r2 = _segment_torchrun(two.root, model, 2)
     assert "on 2 processes" in r2.stdout and r2.stdout.count("segmented ") == 1  # rank 0 alone prints
     a, b = _results(one), _results(two)
     assert a == b
@@ -131,7 +138,7 @@ def test_two_gloo_processes_equal_one_process_and_resume_skips(segmented_src, tm
     # (a stack's slices may be rewritten when the stack is linked again: single images only)
     kept = {i: two.annotation_path(i).stat().st_mtime_ns for i in ids
             if two.annotation_path(i).exists() and i not in stack}
-    r3 = _segment(two.root, model, 1, "--resume")  # resumed on another world size
+    r3 = _segment_here(capsys, two.root, model, "--resume")  # resumed on another world size
     assert f"{len(ids) - len(lost)} item(s) already done" in r3.stdout
     assert kept and len(kept) + len(stack) + len(lost) >= len(ids)
     assert {i: two.annotation_path(i).stat().st_mtime_ns for i in kept} == kept  # not rewritten
