@@ -49,7 +49,10 @@ class PromptHeads:
         self.box_pool, self.mask_pool = rh.box_roi_pool, rh.mask_roi_pool
         box_net = nn.Sequential(rh.box_head, rh.box_predictor)
         mask_net = nn.Sequential(rh.mask_head, rh.mask_predictor)
-        self.bf16 = bf16_heads_pay(predictor) if bf16 is None else bool(bf16)
+        # a predictor that runs reduced precision already wraps its heads in Autocast (fp32
+        # outputs): a bf16 copy of those would feed fp32 into bf16 layers, so it keeps them
+        runs_fp32 = getattr(predictor, "amp_dtype", None) is None
+        self.bf16 = runs_fp32 and (bf16_heads_pay(predictor) if bf16 is None else bool(bf16))
         if self.bf16:
             box_net, mask_net = (copy.deepcopy(n).to(torch.bfloat16).to(memory_format=torch.channels_last)
                                  for n in (box_net, mask_net))

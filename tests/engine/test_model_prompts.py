@@ -43,12 +43,12 @@ def random_predictor(seed, **kw):
     return Predictor.from_model(build_model("r18fpn", 2), ["blob"], POLICY, device="cpu", copy_model=False, **kw)
 
 
-def train_heads(seeds=(0, 1), iters=70):
+def train_heads(seeds=(0, 1), iters=200):
     """A model that knows the blobs, trained in-test (CPU, seconds on an idle core): the
     backbone stays as built (frozen, its features computed once per image), the RPN and
     the box and mask heads learn from the images and their mirror images."""
     torch.manual_seed(0)
-    m = build_model("r18fpn", 2)
+    m = build_model("r18fpn_lite", 2)
     m.roi_heads.fg_bg_sampler.batch_size_per_image = 32
     torch.nn.init.normal_(m.roi_heads.mask_predictor.mask_fcn_logits.weight, std=0.001)
     torch.nn.init.normal_(m.roi_heads.box_predictor.cls_score.weight, std=0.01)
@@ -90,7 +90,8 @@ def trained():
         model = train_heads()
     finally:
         torch.set_num_threads(threads)
-    return Predictor.from_model(model, ["blob"], POLICY, device="cpu")
+    # fp32: the path r18fpn/r50fpn predictors run, where prompts use the bf16 copy of the heads
+    return Predictor.from_model(model, ["blob"], POLICY, device="cpu", amp=False)
 
 
 # --- the cache ----------------------------------------------------------------------------
@@ -308,6 +309,17 @@ def test_bf16_heads_answer_as_fp32_does(trained):
             pt = (int(np.median(xs)), int(np.median(ys)))
             a, b = (e.click(seed, img, pt) for e in (e16, e32))
             assert a.label == b.label and iou(a.instance, b.instance) >= 0.95
+
+
+def test_a_predictor_in_bf16_keeps_its_own_heads_and_answers(trained):
+    """r18fpn_lite predicts in bf16 by default on such CPUs: its heads are wrapped to give
+    fp32 outputs, so a bf16 copy of them (even when asked for) would mix dtypes."""
+    amp = Predictor.from_model(trained.model, ["blob"], POLICY, device="cpu", amp="bf16")
+    eng = PromptEngine(amp, bf16=True)
+    assert not eng.heads.bf16
+    img, masks = blobs(0)
+    got = eng.box(0, img, loose_box(masks[0], pad=0))
+    assert got is not None and iou(got.instance, Instance.from_full_mask(masks[0], "blob")) >= 0.8
 
 
 def test_a_click_on_a_tiled_item_looks_up_its_tiles_detections_in_item_pixels():
