@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from contender import run_contender  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def make_case(objects: int, size: int, rois: int, device):
@@ -166,13 +166,13 @@ def run(which: str, args) -> dict:
            "--size", str(args.size), "--rois", str(args.rois), "--repeat", str(args.repeat), "--arch", args.arch]
     if args.step:
         cmd.append("--step")
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"{which} failed:\n{r.stderr[-2000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    try:
+        return run_contender(cmd, main, what=which)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", dest="which", default=None)
     ap.add_argument("--device", default=None)
@@ -184,7 +184,7 @@ def main() -> None:
     ap.add_argument("--arch", default="r50fpn", help="--step: the architecture (default r50fpn)")
     ap.add_argument("--loader", action="store_true", help="time building one training sample's target")
     ap.add_argument("--json", default=None, help="also write the rows as JSON to this file (gpu_check.sh)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.loader:
         loader(args)
         return

@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from contender import run_contender  # noqa: E402  (benchmarks/ is the script's folder)
 
 SCORE = 0.05
 DETS = 100
@@ -153,10 +153,7 @@ def run_worker_process(kind, device, ckpt, args) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--devices", device, "--ckpt", str(ckpt),
            "--images", str(args.images if device == "cpu" else args.cuda_images), "--size", str(args.size),
            "--warmup", str(args.warmup), "--batch", str(args.batch), "--baseline-size", str(args.baseline_size)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
-    if out.returncode != 0:
-        raise RuntimeError(f"{kind} on {device} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_contender(cmd, main, cwd=str(ROOT), what=f"{kind} on {device}")
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from contender import run_contender  # noqa: E402  (benchmarks/ is the script's folder)
 
 
 def _peak_cpu_mb() -> float:
@@ -131,10 +131,10 @@ def run_child(name: str, args, extra: list[str]) -> dict:
            "--size", str(args.size), "--images", str(args.images), "--batch", str(args.batch),
            "--steps", str(args.steps), "--warmup", str(args.warmup),
            *(["--baseline-size", str(args.baseline_size)] if args.baseline_size else []), *extra]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    if r.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{r.stderr[-3000:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    try:
+        return run_contender(cmd, main, cwd=str(REPO), what=name)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
 
 
 def main(argv=None) -> int:

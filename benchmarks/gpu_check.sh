@@ -45,6 +45,8 @@ if [ "$DRY" = 1 ]; then
   # one (with 120 s, three steps of a dry run at load 8 were killed: issue 14)
   T_PYTEST=400; T_STEP=400
   export OMP_NUM_THREADS=1
+  # contenders in this process: a dry run proves the steps, a torch start-up each is its CPU
+  export MASKLOOP_BENCH_IN_PROCESS=1
 else
   DEV=cuda
   FLAGS=""
