@@ -1,8 +1,7 @@
-"""engine.imageio: formats, lazy stacks, DICOM series order and HU, bad files, display."""
+"""engine.imageio: formats, lazy stacks, bad files, display (DICOM: test_imageio_dicom.py)."""
 from __future__ import annotations
 
 import os
-import random
 import sys
 import tracemalloc
 from pathlib import Path
@@ -16,77 +15,8 @@ from engine import imageio
 from engine.errors import ImageReadError, MaskLoopError
 from engine.imageio import Source
 
-pydicom = pytest.importorskip("pydicom")
-from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: E402
-
-
-# --- helpers ---------------------------------------------------------------------------
-
-def _one(path) -> Source:
-    srcs = imageio.probe(path)
-    assert len(srcs) == 1, srcs
-    return srcs[0]
-
-
-def _consistent(src: Source, arr: np.ndarray) -> None:
-    """What probe promised is what read_slice delivers."""
-    assert arr.shape[:2] == (src.height, src.width)
-    assert str(arr.dtype) == src.dtype
-    assert (arr.ndim == 3) == (src.channels == 3)
-    assert arr.flags.c_contiguous
-
-
-def write_dicom(path, pixels, *, series_uid="1.2.826.0.1.1", position=(0.0, 0.0, 0.0),
-                orientation=(1, 0, 0, 0, 1, 0), instance=1, slope=1.0, intercept=-1024.0,
-                signed=False, bits_stored=12, frames=None, pixel_data=True, preamble=True,
-                description="CT AX", modality="CT"):
-    """A small but valid DICOM CT image (explicit VR little endian)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = "1.2.826.0.1.0"
-    ds.SeriesInstanceUID = series_uid
-    ds.Modality = modality
-    ds.SeriesDescription = description
-    ds.SeriesNumber = 3
-    if instance is not None:
-        ds.InstanceNumber = instance
-    if position is not None:
-        ds.ImagePositionPatient = [float(v) for v in position]
-    if orientation is not None:
-        ds.ImageOrientationPatient = [float(v) for v in orientation]
-    ds.PixelSpacing = [0.7, 0.7]
-    ds.SliceThickness = 1.0
-    pixels = np.asarray(pixels)
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 1 if signed else 0
-    if slope is not None:
-        ds.RescaleSlope = slope
-        ds.RescaleIntercept = intercept
-    if frames:
-        ds.NumberOfFrames = frames
-    if pixel_data:
-        ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
-    if preamble:
-        ds.save_as(str(path), enforce_file_format=True)
-    else:  # a raw dataset without the 128-byte preamble (old exports)
-        ds.save_as(str(path), enforce_file_format=False, implicit_vr=False, little_endian=True)
-    return path
-
-
-def truncate(path: Path, keep: float = 0.5) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
+pytest.importorskip("pydicom")   # imageio_cases writes DICOM
+from imageio_cases import consistent, one_source, truncate  # noqa: E402
 
 
 # --- Source ------------------------------------------------------------------------------
@@ -112,11 +42,11 @@ def test_png_8_and_16_bit_grey_keep_raw_values(tmp_path):
     cv2.imwrite(str(tmp_path / "g8.png"), g8)
     cv2.imwrite(str(tmp_path / "g16.png"), g16)
     for name, ref in (("g8.png", g8), ("g16.png", g16)):
-        src = _one(tmp_path / name)
+        src = one_source(tmp_path / name)
         assert (src.kind, src.n_slices, src.height, src.width) == ("image", 1, 37, 53)
         assert src.name == Path(name).stem and src.modality == ""
         arr = imageio.read_slice(src, 0)
-        _consistent(src, arr)
+        consistent(src, arr)
         assert np.array_equal(arr, ref)
         assert np.array_equal(imageio.read_image(tmp_path / name), ref)
 
@@ -131,10 +61,10 @@ def test_colour_png_is_rgb_and_alpha_dropped(tmp_path):
     c16 = (np.arange(10 * 12 * 3, dtype=np.uint16) * 100).reshape(10, 12, 3)
     cv2.imwrite(str(tmp_path / "c16.png"), c16[..., ::-1])
     for name, ref in (("c.png", rgb), ("a.png", rgb), ("c16.png", c16)):
-        src = _one(tmp_path / name)
+        src = one_source(tmp_path / name)
         assert src.channels == 3
         arr = imageio.read_slice(src, 0)
-        _consistent(src, arr)
+        consistent(src, arr)
         assert np.array_equal(arr, ref), name
 
 
@@ -145,13 +75,13 @@ def test_palette_and_grey_alpha_png_probe_matches_read(tmp_path):
     im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
     im.save(tmp_path / "pal.png")
     Image.fromarray(np.dstack([idx * 50, np.full_like(idx, 200)]), mode="LA").save(tmp_path / "la.png")
-    pal = _one(tmp_path / "pal.png")
+    pal = one_source(tmp_path / "pal.png")
     arr = imageio.read_slice(pal, 0)
-    _consistent(pal, arr)
+    consistent(pal, arr)
     assert tuple(arr[0, 1]) == (255, 0, 0)  # index 1 -> red, as RGB
-    la = _one(tmp_path / "la.png")
+    la = one_source(tmp_path / "la.png")
     arr = imageio.read_slice(la, 0)
-    _consistent(la, arr)
+    consistent(la, arr)
     assert np.array_equal(arr, idx * 50)
 
 
@@ -163,9 +93,9 @@ def test_jpeg_and_bmp(tmp_path):
     cv2.imwrite(str(tmp_path / "c.bmp"), rgb[..., ::-1])
     cv2.imwrite(str(tmp_path / "g.bmp"), grey)
     for name, ref, tol in (("g.jpg", grey, 3), ("c.jpeg", rgb, 6), ("c.bmp", rgb, 0), ("g.bmp", grey, 0)):
-        src = _one(tmp_path / name)
+        src = one_source(tmp_path / name)
         arr = imageio.read_slice(src, 0)
-        _consistent(src, arr)
+        consistent(src, arr)
         assert np.abs(arr.astype(int) - ref).max() <= tol, name
 
 
@@ -177,7 +107,7 @@ def test_jpeg_exif_rotation_probe_agrees_with_pixels_and_labelme(tmp_path):
     exif = im.getexif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
     im.save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=95)
-    src = _one(tmp_path / "rot.jpg")
+    src = one_source(tmp_path / "rot.jpg")
     arr = imageio.read_slice(src, 0)
     assert (src.height, src.width) == (50, 30) == arr.shape[:2]
     # labelme shows (and stores masks for) the rotated image: shapes must agree
@@ -201,17 +131,17 @@ def test_tiff_dtypes_kept(tmp_path, dtype):
     rng = np.random.default_rng(3)
     a = (rng.random((21, 34)) * 1000 - (500 if np.dtype(dtype).kind in "if" else 0)).astype(dtype)
     tifffile.imwrite(tmp_path / "x.tif", a)
-    src = _one(tmp_path / "x.tif")
+    src = one_source(tmp_path / "x.tif")
     assert (src.kind, src.dtype, src.channels) == ("image", np.dtype(dtype).name, 1)
     arr = imageio.read_slice(src, 0)
-    _consistent(src, arr)
+    consistent(src, arr)
     assert np.array_equal(arr, a)
 
 
 def test_tiff_float64_becomes_float32_and_bigendian_native(tmp_path):
     a = np.linspace(-1, 1, 30 * 20).reshape(30, 20)
     tifffile.imwrite(tmp_path / "f64.tif", a)
-    src = _one(tmp_path / "f64.tif")
+    src = one_source(tmp_path / "f64.tif")
     arr = imageio.read_slice(src, 0)
     assert src.dtype == "float32" and arr.dtype == np.float32
     assert np.allclose(arr, a, atol=1e-6)
@@ -229,10 +159,10 @@ def test_tiff_rgb_rgba_planar(tmp_path):
     tifffile.imwrite(tmp_path / "planar.tif", rgb.transpose(2, 0, 1).copy(), photometric="rgb",
                      planarconfig="separate")
     for name in ("rgb.tif", "rgba.tif", "planar.tif"):
-        src = _one(tmp_path / name)
+        src = one_source(tmp_path / name)
         assert src.channels == 3 and src.dtype == "uint16", name
         arr = imageio.read_slice(src, 0)
-        _consistent(src, arr)
+        consistent(src, arr)
         assert np.array_equal(arr, rgb), name
 
 
@@ -265,14 +195,14 @@ def test_multipage_tiff_is_stack_and_reads_one_page(tmp_path, monkeypatch, layou
             return _orig(self, *args, **kw)
         monkeypatch.setattr(cls, "asarray", spy)
     monkeypatch.setattr(tifffile.TiffFile, "asarray", lambda *a, **k: pytest.fail("whole stack read"))
-    src = _one(p)
+    src = one_source(p)
     assert (src.kind, src.n_slices, src.height, src.width) == ("stack", 12, 20, 30)
     assert decoded == []  # probe decodes no pixel data
     for k in (0, 7, 11):
         decoded.clear()
         arr = imageio.read_slice(src, k)
         assert len(decoded) == 1  # exactly one page decoded
-        _consistent(src, arr)
+        consistent(src, arr)
         assert np.array_equal(arr, a[k])
 
 
@@ -282,7 +212,7 @@ def test_lzw_tiff_stack_from_other_tools(tmp_path):
     a = _stack(n=4)
     frames = [Image.fromarray(p) for p in a]
     frames[0].save(tmp_path / "lzw.tif", save_all=True, append_images=frames[1:], compression="tiff_lzw")
-    src = _one(tmp_path / "lzw.tif")
+    src = one_source(tmp_path / "lzw.tif")
     assert (src.kind, src.n_slices, src.dtype) == ("stack", 4, "uint16")
     assert np.array_equal(imageio.read_slice(src, 2), a[2])
 
@@ -291,7 +221,7 @@ def test_tiff_stack_with_single_ifd_truncated_layout(tmp_path):
     # tifffile/ImageJ "truncated" files (used beyond 4 GB) describe all slices with one IFD
     a = _stack(n=5)
     tifffile.imwrite(tmp_path / "t.tif", a, truncate=True)
-    src = _one(tmp_path / "t.tif")
+    src = one_source(tmp_path / "t.tif")
     assert src.n_slices == 5
     for k in range(5):
         assert np.array_equal(imageio.read_slice(src, k), a[k])
@@ -305,7 +235,7 @@ def test_thousand_page_tiff_probe_reads_headers_only(tmp_path, monkeypatch):
             tw.write(page, metadata=None, contiguous=False)
     monkeypatch.setattr(tifffile.TiffPage, "asarray", lambda *a, **k: pytest.fail("decoded"))
     monkeypatch.setattr(tifffile.TiffFrame, "asarray", lambda *a, **k: pytest.fail("decoded"))
-    src = _one(tmp_path / "big.tif")
+    src = one_source(tmp_path / "big.tif")
     assert src.n_slices == 1000
     monkeypatch.undo()
     assert imageio.read_slice(src, 999)[0, 0] == 999 % 256
@@ -315,7 +245,7 @@ def test_stardist_fixture_16bit(fixtures_dir):
     p = fixtures_dir / "stardist_dsb2018" / "img2d.tif"
     if not p.exists():
         pytest.skip("img2d.tif fixture absent")
-    src = _one(p)
+    src = one_source(p)
     assert (src.kind, src.height, src.width, src.dtype, src.channels) == ("image", 512, 512, "uint16", 1)
     arr = imageio.read_slice(src, 0)
     assert np.array_equal(arr, tifffile.imread(p))
@@ -329,7 +259,7 @@ def test_large_16bit_image_opens_without_extra_copies(tmp_path):
     a = np.empty((h, w), np.uint16)
     a[:] = np.arange(w, dtype=np.uint16)
     tifffile.imwrite(tmp_path / "big.tif", a)
-    src = _one(tmp_path / "big.tif")
+    src = one_source(tmp_path / "big.tif")
     tracemalloc.start()
     try:
         arr = imageio.read_slice(src, 0)
@@ -343,218 +273,10 @@ def test_large_16bit_image_opens_without_extra_copies(tmp_path):
     b = np.zeros((h, w), np.uint16)
     b[::64] = 65535
     imageio.write_png(tmp_path / "big.png", b)
-    src = _one(tmp_path / "big.png")
+    src = one_source(tmp_path / "big.png")
     assert (src.height, src.width, src.dtype) == (h, w, "uint16")
     arr = imageio.read_slice(src, 0)
     assert arr.dtype == np.uint16 and arr[64, 5] == 65535 and arr.flags.c_contiguous
-
-
-# --- DICOM -------------------------------------------------------------------------------
-
-def _ct_series(folder: Path, n=5, *, shuffle=True, suffixless=True, **kw):
-    """n slices along z (instance numbers reversed), written under shuffled names."""
-    folder.mkdir(parents=True, exist_ok=True)
-    raws = [np.full((6, 8), 100 * (k + 1), np.uint16) + np.arange(8, dtype=np.uint16) for k in range(n)]
-    names = [f"IM{k:03d}" for k in range(n)]
-    if shuffle:
-        random.Random(5).shuffle(names)
-    paths = []
-    for k in range(n):
-        name = names[k] if (suffixless and k % 2) else names[k] + ".dcm"
-        p = write_dicom(folder / name, raws[k], position=(0.0, 0.0, -50.0 + 2.5 * k),
-                        instance=n - k, **kw)
-        paths.append(p)
-    return raws, paths
-
-
-def test_dicom_series_ordered_by_position_with_hu(tmp_path):
-    raws, paths = _ct_series(tmp_path / "ct", slope=1.0, intercept=-1024.0)
-    src = _one(tmp_path / "ct")
-    assert src.kind == "dicom_series" and src.n_slices == 5
-    assert (src.height, src.width, src.channels, src.modality) == (6, 8, 1, "CT")
-    assert src.name == "CT AX"
-    assert src.files == tuple(p.name for p in paths)  # z order, not name or instance order
-    assert src.dtype == "int16"
-    for k in range(5):
-        arr = imageio.read_slice(src, k)
-        _consistent(src, arr)
-        assert np.array_equal(arr, raws[k].astype(np.int32) - 1024)
-    # stored relative: resolves from base
-    rel = Source.from_json({**src.to_json(), "path": "ct"})
-    assert np.array_equal(imageio.read_slice(rel, 2, base=tmp_path), raws[2].astype(np.int32) - 1024)
-
-
-def test_dicom_order_uses_slice_normal_not_z(tmp_path):
-    # sagittal: rows along y, columns along -z; normal is -x. z is equal for all slices.
-    folder = tmp_path / "sag"
-    folder.mkdir()
-    xs = [10.0, -5.0, 30.0, 0.0]
-    for k, x in enumerate(xs):
-        write_dicom(folder / f"s{k}.dcm", np.full((4, 4), k, np.uint16), position=(x, 0.0, 0.0),
-                    orientation=(0, 1, 0, 0, 0, -1), instance=1 + k)
-    src = _one(folder)
-    normal = np.cross([0, 1, 0], [0, 0, -1])
-    expect = sorted(range(4), key=lambda k: float(np.dot(normal, [xs[k], 0, 0])))
-    assert src.files == tuple(f"s{k}.dcm" for k in expect)
-    assert [int(imageio.read_slice(src, i)[0, 0]) + 1024 for i in range(4)] == expect
-
-
-def test_dicom_order_falls_back_to_instance_number(tmp_path):
-    folder = tmp_path / "noipp"
-    folder.mkdir()
-    for k, inst in enumerate([3, 1, 2]):
-        write_dicom(folder / f"f{k}.dcm", np.full((4, 4), inst, np.uint16), position=None,
-                    orientation=None, instance=inst)
-    src = _one(folder)
-    assert src.files == ("f1.dcm", "f2.dcm", "f0.dcm")
-
-
-def test_dicom_float_rescale_and_signed_ct(tmp_path):
-    _ct_series(tmp_path / "pet", n=3, slope=0.5, intercept=0.25, modality="PT")
-    src = _one(tmp_path / "pet")
-    assert src.dtype == "float32"
-    arr = imageio.read_slice(src, 0)
-    _consistent(src, arr)
-    assert arr[0, 1] == pytest.approx((100 + 1) * 0.5 + 0.25)
-    # signed 16-bit storage with intercept -1024 (common): int16 HU, padding saturates
-    folder = tmp_path / "signed"
-    folder.mkdir()
-    for k in range(2):
-        px = np.full((4, 4), 40, np.int16)
-        px[0, 0] = -32768  # padding outside the scan field
-        write_dicom(folder / f"{k}.dcm", px, position=(0, 0, k), signed=True, bits_stored=16)
-    src = _one(folder)
-    arr = imageio.read_slice(src, 1)
-    assert src.dtype == "int16" and arr.dtype == np.int16
-    assert arr[1, 1] == 40 - 1024 and arr[0, 0] == -32768
-
-
-def test_dicom_without_rescale_keeps_raw(tmp_path):
-    p = write_dicom(tmp_path / "mr.dcm", np.full((5, 5), 4000, np.uint16), slope=None, modality="MR")
-    src = _one(p)
-    assert (src.kind, src.dtype, src.modality, src.name) == ("image", "uint16", "MR", "mr")
-    assert imageio.read_image(p)[2, 2] == 4000
-
-
-def test_dicom_multiframe_reads_one_frame(tmp_path, monkeypatch):
-    frames = np.stack([np.full((6, 7), 1000 + k, np.uint16) for k in range(4)])
-    p = write_dicom(tmp_path / "multi.dcm", frames, frames=4, intercept=-1000.0)
-    calls = []
-    orig = pydicom.pixels.pixel_array
-
-    def spy(src, **kw):
-        calls.append(kw.get("index"))
-        return orig(src, **kw)
-    monkeypatch.setattr(pydicom.pixels, "pixel_array", spy)
-    src = _one(p)
-    assert (src.kind, src.n_slices, src.height, src.width, src.dtype) == \
-        ("dicom_multiframe", 4, 6, 7, "int16")
-    assert calls == []  # probe: headers only
-    arr = imageio.read_slice(src, 2)
-    assert calls == [2]
-    _consistent(src, arr)
-    assert np.all(arr == 2)
-    assert imageio.read_image(p)[0, 0] == 0  # first frame
-
-
-def test_dicom_series_probe_reads_headers_and_slice_reads_one_file(tmp_path, monkeypatch):
-    raws, paths = _ct_series(tmp_path / "ct", n=4)
-    read = []
-    orig = pydicom.pixels.pixel_array
-
-    def spy(src, **kw):
-        read.append(Path(src).name)
-        return orig(src, **kw)
-    monkeypatch.setattr(pydicom.pixels, "pixel_array", spy)
-    orig_dcmread = pydicom.dcmread
-
-    def dcmread(fp, *a, **kw):
-        assert kw.get("stop_before_pixels"), "probe must not load pixel data"
-        return orig_dcmread(fp, *a, **kw)
-    monkeypatch.setattr(pydicom, "dcmread", dcmread)
-    src = _one(tmp_path / "ct")
-    assert read == []
-    imageio.read_slice(src, 3)
-    assert read == [paths[3].name]
-
-
-def test_folder_mixes_series_images_and_skips_other_files(tmp_path):
-    _ct_series(tmp_path / "a" / "s1", n=3, series_uid="1.2.3.1")
-    folder2 = tmp_path / "a" / "mixed"
-    folder2.mkdir()
-    for k in range(2):
-        write_dicom(folder2 / f"one_{k}.dcm", np.zeros((4, 4), np.uint16), series_uid="9.1",
-                    position=(0, 0, k), description="AX")
-        write_dicom(folder2 / f"two_{k}.dcm", np.zeros((5, 5), np.uint16), series_uid="9.2",
-                    position=(0, 0, k), description="COR")
-    # a DICOM file without an image (like DICOMDIR) is not an error in a folder scan
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dd = FileDataset(str(folder2 / "DICOMDIR"), {}, file_meta=meta, preamble=b"\0" * 128)
-    dd.SOPClassUID = meta.MediaStorageSOPClassUID
-    dd.save_as(str(folder2 / "DICOMDIR"), enforce_file_format=True)
-    imageio.write_png(tmp_path / "a" / "photo_10.png", np.zeros((3, 4), np.uint8))
-    imageio.write_png(tmp_path / "a" / "photo_9.png", np.zeros((3, 4), np.uint8))
-    (tmp_path / "a" / "notes.txt").write_text("hello")
-    (tmp_path / "a" / ".hidden.png").write_bytes(b"junk")
-    srcs = imageio.probe(tmp_path / "a")
-    kinds = [(s.kind, Path(s.path).name, s.n_slices) for s in srcs]
-    assert ("dicom_series", "s1", 3) in kinds
-    assert ("dicom_series", "mixed", 2) in kinds and sum(k[1] == "mixed" for k in kinds) == 2
-    names = [k[1] for k in kinds if k[0] == "image"]
-    assert names == ["photo_9.png", "photo_10.png"]  # natural order
-    by_name = {s.name: s for s in srcs}
-    assert {"AX", "COR"} <= set(by_name)
-    assert by_name["COR"].height == 5
-
-
-def test_dicom_without_pixel_data_and_truncated(tmp_path):
-    p = write_dicom(tmp_path / "nopix.dcm", np.zeros((4, 4), np.uint16), pixel_data=False)
-    with pytest.raises(ImageReadError, match="no pixel data") as e:
-        imageio.probe(p)
-    assert "nopix.dcm" in str(e.value)
-    with pytest.raises(ImageReadError, match="nopix.dcm"):
-        imageio.read_image(p)
-    q = write_dicom(tmp_path / "cut.dcm", np.zeros((64, 64), np.uint16))
-    truncate(q, 0.6)
-    with pytest.raises(ImageReadError, match="truncated") as e:
-        imageio.probe(q)
-    assert "cut.dcm" in str(e.value)
-    with pytest.raises(ImageReadError, match="cut.dcm"):
-        imageio.read_image(q)
-
-
-def test_compressed_dicom_reads_and_cut_off_is_caught_at_probe(tmp_path):
-    from pydicom.uid import RLELossless
-    raw = (np.arange(48 * 40).reshape(48, 40) % 3000).astype(np.uint16)
-    p = write_dicom(tmp_path / "rle.dcm", raw)
-    ds = pydicom.dcmread(p)
-    ds.compress(RLELossless)  # encapsulated pixel data, as PACS exports often are
-    ds.save_as(p)
-    src = _one(p)
-    assert np.array_equal(imageio.read_slice(src, 0), raw.astype(np.int32) - 1024)
-    truncate(p, 0.7)
-    with pytest.raises(ImageReadError, match="truncated") as e:
-        imageio.probe(p)
-    assert "rle.dcm" in str(e.value)
-
-
-def test_dicom_without_preamble_with_suffix(tmp_path):
-    p = write_dicom(tmp_path / "raw.dcm", np.full((4, 4), 1100, np.uint16), preamble=False)
-    src = _one(p)
-    assert src.modality == "CT"
-    assert imageio.read_slice(src, 0)[0, 0] == 1100 - 1024
-
-
-def test_series_slice_deleted_after_probe_names_file_and_slice(tmp_path):
-    _, paths = _ct_series(tmp_path / "ct", n=3)
-    src = _one(tmp_path / "ct")
-    os.remove(tmp_path / "ct" / src.files[1])
-    with pytest.raises(ImageReadError) as e:
-        imageio.read_slice(src, 1)
-    assert src.files[1] in str(e.value) and "slice 1" in str(e.value)
 
 
 # --- bad input ---------------------------------------------------------------------------
@@ -600,7 +322,7 @@ def test_stack_truncated_after_probe(tmp_path):
     with tifffile.TiffWriter(p) as tw:
         for page in a:
             tw.write(page, metadata=None, contiguous=False)
-    src = _one(p)
+    src = one_source(p)
     truncate(p, 0.75)
     for k in (5, 0):  # the file no longer holds what was added: no silent partial data
         with pytest.raises(ImageReadError, match="truncated") as e:
@@ -625,7 +347,7 @@ def test_stack_cut_inside_ifd_chain_is_an_error_not_fewer_pages(tmp_path):
 
 def test_slice_index_out_of_range(tmp_path):
     tifffile.imwrite(tmp_path / "s.tif", _stack(n=3), photometric="minisblack")
-    src = _one(tmp_path / "s.tif")
+    src = one_source(tmp_path / "s.tif")
     assert src.n_slices == 3
     for bad in (3, -1):
         with pytest.raises(ImageReadError) as e:
@@ -636,7 +358,7 @@ def test_slice_index_out_of_range(tmp_path):
 def test_file_changed_since_probe(tmp_path):
     p = tmp_path / "c.png"
     imageio.write_png(p, np.zeros((10, 10), np.uint8))
-    src = _one(p)
+    src = one_source(p)
     imageio.write_png(p, np.zeros((12, 10), np.uint8))
     with pytest.raises(ImageReadError, match="changed"):
         imageio.read_slice(src, 0)
