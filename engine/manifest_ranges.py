@@ -43,11 +43,10 @@ def run_ids(run: dict) -> list[str]:
 
 def run_items(run: dict) -> list[tuple]:
     """(id, source, slice, name, height, width) of each item of a checked run."""
-    id_head, _, id_tail = run["id"].partition(ID_SLOT)
     name_head, _, name_tail = run["name"].partition(NAME_SLOT)
     s, h, w = run["source"], run["height"], run["width"]
-    return [(f"{id_head}{z:04d}{id_tail}", s, z, f"{name_head}{z}{name_tail}", h, w)
-            for z in range(run["first"], run["first"] + run["count"])]
+    return [(item_id, s, z, f"{name_head}{z}{name_tail}", h, w)
+            for item_id, z in zip(run_ids(run), range(run["first"], run["first"] + run["count"]))]
 
 
 def iter_items(entries: list) -> Iterator[tuple]:
