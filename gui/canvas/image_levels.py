@@ -126,13 +126,17 @@ class ImageLevels:
         exact = f == 1 or (raw is not None and raw.is_filled(x0, y0, x1, y1)) or \
             (x1 - x0) * (y1 - y0) * f * f <= PREVIEW_PIXELS
         data = self._data(f, x0, y0, x1, y1) if exact else self._sample(f, x0, y0, x1, y1)
-        lv.buf[y0:y1, x0:x1] = data if self.window is None else to_uint8(data, window=self.window)
+        lv.buf[y0:y1, x0:x1] = self._mapped(data)
         rough = self._rough.get(f)
         if rough is None:
             rough = self._rough[f] = np.zeros_like(lv.stale)
         rough[y0 // TILE:-(-y1 // TILE), x0 // TILE:-(-x1 // TILE)] = not exact
         if not exact and self.on_rough is not None:
             self.on_rough()
+
+    def _mapped(self, data: np.ndarray) -> np.ndarray:
+        """Reduced data as the screen draws it (the window's 8-bit mapping, if any)."""
+        return data if self.window is None else to_uint8(data, window=self.window)
 
     def _sample(self, f: int, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         """Level f's box from the stored pixels at the level pixels' centres (the last,
@@ -157,8 +161,7 @@ class ImageLevels:
             lv = self._disp[f]
             x0, y0 = tx * TILE, ty * TILE
             x1, y1 = min(lv.width, x0 + TILE), min(lv.height, y0 + TILE)
-            data = self._data(f, x0, y0, x1, y1)
-            lv.buf[y0:y1, x0:x1] = data if self.window is None else to_uint8(data, window=self.window)
+            lv.buf[y0:y1, x0:x1] = self._mapped(self._data(f, x0, y0, x1, y1))
             self._rough[f][ty, tx] = False
             h, w = self.shape
             return x0 * f, y0 * f, min(w, x1 * f), min(h, y1 * f)
