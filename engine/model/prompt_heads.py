@@ -35,10 +35,10 @@ MASK_CHUNK = 32             # RoIs per mask-head call while caching (bounds the 
 
 
 def bf16_heads_pay(predictor) -> bool:
-    """True where the bf16 copy of the mask head is faster than what the predictor runs."""
+    """True where the bf16 copy of the heads is faster than the fp32 heads: a CPU that
+    computes bf16 natively (the caller checks that the predictor runs fp32)."""
     dev = getattr(predictor, "device", torch.device("cpu"))
-    return (torch.device(dev).type == "cpu" and getattr(predictor, "amp_dtype", None) is None
-            and cpu_native_bf16())
+    return torch.device(dev).type == "cpu" and cpu_native_bf16()
 
 
 class PromptHeads:
